@@ -1,0 +1,294 @@
+/**
+ * The generic sandbox pool: boots sandboxes ahead of demand, leases each to one run at a
+ * time, keeps a used sandbox only for the tenant that used it, recycles after N runs or an
+ * age, and replaces whatever dies. It knows nothing of languages or protocols.
+ *
+ * @module
+ */
+
+import { type PoolStats, SandboxStartError } from "./runtime.ts";
+
+/** What the pool needs of a sandbox. */
+export interface Sandbox {
+  /** Unique id, reported as `metadata.instance_id`. */
+  readonly id: string;
+  /** Settles once the sandbox's processes are gone, whatever the reason. */
+  readonly exited: Promise<unknown>;
+  /** Ends the sandbox at once (kills its whole process group). Idempotent. */
+  kill(): void;
+}
+
+/** Tuning of a {@link SandboxPool}. */
+export interface PoolOptions<S extends Sandbox> {
+  /** Boots one sandbox; rejects when it could not be started. */
+  create: () => Promise<S>;
+  /** Fresh (never used) sandboxes kept booted ahead of demand. */
+  size: number;
+  /** Most sandboxes alive at once, booting ones included. */
+  max: number;
+  /** Runs one sandbox may serve (for one tenant) before it is recycled. */
+  maxRuns: number;
+  /** Age after which a sandbox is recycled instead of reused, in ms. */
+  maxAgeMs: number;
+  /** How long a used sandbox waits idle for its tenant's next run, in ms. */
+  idleTtlMs: number;
+  /** Boots under way at once; defaults to 2. */
+  bootConcurrency?: number;
+  /** Called after every boot attempt with its duration. */
+  onBoot?: (durationMs: number, ok: boolean) => void;
+}
+
+interface Entry<S> {
+  sandbox: S;
+  state: "idle" | "active";
+  /** The tenant this sandbox is bound to; `undefined` while fresh. */
+  tenant?: string;
+  /** True once a run was leased, even for an anonymous tenant. */
+  used: boolean;
+  runs: number;
+  bornAt: number;
+  lastUsedAt: number;
+}
+
+interface Waiter<S> {
+  tenant?: string;
+  resolve: (sandbox: S) => void;
+  reject: (error: Error) => void;
+}
+
+const MAX_BOOT_BACKOFF_MS = 5_000;
+
+/** A pool of sandboxes; see the module doc for its rules. */
+export class SandboxPool<S extends Sandbox> {
+  #options: PoolOptions<S>;
+  #entries = new Map<S, Entry<S>>();
+  #waiters: Waiter<S>[] = [];
+  #booting = 0;
+  #bootFailures = 0;
+  #nextBootAt = 0;
+  #closed = false;
+  #sweeper: ReturnType<typeof setInterval>;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Creates the pool; call {@link SandboxPool.start} to prewarm it. */
+  constructor(options: PoolOptions<S>) {
+    this.#options = { bootConcurrency: 2, ...options };
+    this.#sweeper = setInterval(() => this.#sweep(), 1_000);
+    Deno.unrefTimer(this.#sweeper);
+  }
+
+  /** Boots the first sandbox and waits for it, so a broken runtime fails at start. */
+  async start(): Promise<void> {
+    const sandbox = await this.#options.create();
+    this.#adopt(sandbox);
+    this.#pump();
+  }
+
+  /**
+   * Leases a sandbox for one run of `tenant`: one already bound to that tenant, else a fresh
+   * one. Waits for a boot only when no fresh sandbox is warm.
+   */
+  acquire(tenant?: string): Promise<S> {
+    if (this.#closed) return Promise.reject(new SandboxStartError("the pool is shut down"));
+    const entry = this.#findIdle(tenant);
+    if (entry) {
+      this.#lease(entry, tenant);
+      this.#pump();
+      return Promise.resolve(entry.sandbox);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<S>();
+    this.#waiters.push({ tenant, resolve, reject });
+    this.#pump();
+    return promise;
+  }
+
+  /**
+   * Returns a leased sandbox. It is kept for its tenant only when `reusable` is true, the
+   * tenant is known, and it is under its run and age limits; otherwise it is killed.
+   */
+  release(sandbox: S, reusable: boolean): void {
+    const entry = this.#entries.get(sandbox);
+    if (!entry) return;
+    entry.runs++;
+    entry.lastUsedAt = Date.now();
+    const keep = reusable && !this.#closed && entry.tenant !== undefined &&
+      entry.runs < this.#options.maxRuns &&
+      Date.now() - entry.bornAt < this.#options.maxAgeMs;
+    if (keep) entry.state = "idle";
+    else this.#discard(entry);
+    this.#pump();
+  }
+
+  /** Instance counts for `pool_stats` and /health. */
+  stats(): PoolStats & { bootingInstances: number } {
+    let idle = 0;
+    let active = 0;
+    for (const entry of this.#entries.values()) {
+      if (entry.state === "idle") idle++;
+      else active++;
+    }
+    return {
+      totalInstances: idle + active + this.#booting,
+      idleInstances: idle,
+      activeInstances: active,
+      bootingInstances: this.#booting,
+    };
+  }
+
+  /** True unless the last boots kept failing. */
+  healthy(): boolean {
+    return !this.#closed && this.#bootFailures < 3;
+  }
+
+  /** Stops booting, fails waiters, kills every sandbox and waits for them to exit. */
+  async shutdown(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(new SandboxStartError("the pool is shut down"));
+    }
+    const exits = [...this.#entries.values()].map((entry) => {
+      entry.sandbox.kill();
+      return entry.sandbox.exited.catch(() => {});
+    });
+    this.#entries.clear();
+    await Promise.all(exits);
+  }
+
+  #findIdle(tenant: string | undefined): Entry<S> | undefined {
+    let fresh: Entry<S> | undefined;
+    for (const entry of this.#entries.values()) {
+      if (entry.state !== "idle") continue;
+      if (tenant !== undefined && entry.tenant === tenant) return entry;
+      if (!entry.used && !fresh) fresh = entry;
+    }
+    return fresh;
+  }
+
+  #lease(entry: Entry<S>, tenant: string | undefined): void {
+    entry.state = "active";
+    entry.used = true;
+    entry.tenant = tenant;
+  }
+
+  #adopt(sandbox: S): void {
+    const now = Date.now();
+    const entry: Entry<S> = {
+      sandbox,
+      state: "idle",
+      used: false,
+      runs: 0,
+      bornAt: now,
+      lastUsedAt: now,
+    };
+    this.#entries.set(sandbox, entry);
+    sandbox.exited.finally(() => {
+      if (this.#entries.get(sandbox) !== entry) return;
+      this.#entries.delete(sandbox);
+      this.#pump();
+    });
+  }
+
+  #discard(entry: Entry<S>): void {
+    this.#entries.delete(entry.sandbox);
+    entry.sandbox.kill();
+  }
+
+  /** Serves waiters from idle sandboxes, then boots or evicts to meet demand. */
+  #pump(): void {
+    if (this.#closed) return;
+    for (let i = 0; i < this.#waiters.length;) {
+      const waiter = this.#waiters[i];
+      const entry = this.#findIdle(waiter.tenant);
+      if (!entry) {
+        i++;
+        continue;
+      }
+      this.#waiters.splice(i, 1);
+      this.#lease(entry, waiter.tenant);
+      waiter.resolve(entry.sandbox);
+    }
+    let freshIdle = 0;
+    for (const entry of this.#entries.values()) {
+      if (entry.state === "idle" && !entry.used) freshIdle++;
+    }
+    const wanted = this.#waiters.length + this.#options.size - freshIdle;
+    const concurrency = this.#options.bootConcurrency ?? 2;
+    while (this.#booting < wanted && this.#booting < concurrency) {
+      if (this.#entries.size + this.#booting >= this.#options.max && !this.#evictIdle()) break;
+      if (Date.now() < this.#nextBootAt) {
+        this.#scheduleRetry();
+        break;
+      }
+      this.#boot();
+    }
+  }
+
+  /** Kills the least recently used tenant-bound idle sandbox to make room for a boot. */
+  #evictIdle(): boolean {
+    let victim: Entry<S> | undefined;
+    for (const entry of this.#entries.values()) {
+      if (entry.state !== "idle" || !entry.used) continue;
+      if (!victim || entry.lastUsedAt < victim.lastUsedAt) victim = entry;
+    }
+    if (!victim) return false;
+    this.#discard(victim);
+    return true;
+  }
+
+  #boot(): void {
+    this.#booting++;
+    const startedAt = performance.now();
+    this.#options.create().then(
+      (sandbox) => {
+        this.#booting--;
+        this.#bootFailures = 0;
+        this.#nextBootAt = 0;
+        this.#options.onBoot?.(performance.now() - startedAt, true);
+        if (this.#closed) {
+          sandbox.kill();
+          return;
+        }
+        this.#adopt(sandbox);
+        this.#pump();
+      },
+      (error: unknown) => {
+        this.#booting--;
+        this.#bootFailures++;
+        this.#nextBootAt = Date.now() +
+          Math.min(MAX_BOOT_BACKOFF_MS, 50 * 2 ** this.#bootFailures);
+        this.#options.onBoot?.(performance.now() - startedAt, false);
+        const waiter = this.#waiters.shift();
+        const reason = error instanceof Error ? error.message : String(error);
+        waiter?.reject(new SandboxStartError(`sandbox failed to start: ${reason}`));
+        this.#pump();
+      },
+    );
+  }
+
+  #scheduleRetry(): void {
+    if (this.#retryTimer !== undefined) return;
+    const timer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#pump();
+    }, Math.max(0, this.#nextBootAt - Date.now()));
+    Deno.unrefTimer(timer);
+    this.#retryTimer = timer;
+  }
+
+  /** Recycles tenant-bound sandboxes idle past their TTL or age. */
+  #sweep(): void {
+    const now = Date.now();
+    let changed = false;
+    for (const entry of [...this.#entries.values()]) {
+      if (entry.state !== "idle") continue;
+      const stale = entry.used && now - entry.lastUsedAt > this.#options.idleTtlMs;
+      const old = now - entry.bornAt > this.#options.maxAgeMs;
+      if (stale || old) {
+        this.#discard(entry);
+        changed = true;
+      }
+    }
+    if (changed) this.#pump();
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Resolution of `ret_val` from what a sandbox reports, shared by every language.
+ *
+ * @module
+ */
+
+/** Marker line the platform's evaluator templates print before the return value. */
+export const RET_VAL_START = "__COZE_RETURN_VAL_START__";
+/** Marker line the platform's evaluator templates print after the return value. */
+export const RET_VAL_END = "__COZE_RETURN_VAL_END__";
+
+/** What a sandbox observed about the return value of a run. */
+export interface ReturnSources {
+  /** The last `return_val(v)` argument: `v` when a string, else its JSON. */
+  explicit?: string;
+  /** The returned value (JS/TS) or last expression value (Python), serialized. */
+  returned?: string;
+  /** The run's stdout. */
+  stdout: string;
+}
+
+/** The resolved return value and the stdout left once it was taken out. */
+export interface ResolvedReturn {
+  /** Value of `output.ret_val`. */
+  retVal: string;
+  /** Stdout without the extracted return value (and its markers). */
+  stdout: string;
+}
+
+/**
+ * Applies the contract's precedence: `return_val(v)`, then the returned value, then the
+ * marker block or the last stdout line that is a JSON object (removed from stdout), else "".
+ */
+export function resolveRetVal(sources: ReturnSources): ResolvedReturn {
+  const { explicit, returned, stdout } = sources;
+  if (explicit !== undefined) return { retVal: explicit, stdout };
+  if (returned !== undefined) return { retVal: returned, stdout };
+  return extractFromStdout(stdout);
+}
+
+function extractFromStdout(stdout: string): ResolvedReturn {
+  const lines = stdout.split("\n");
+  const end = lastIndexOfLine(lines, RET_VAL_END, lines.length - 1);
+  const start = end > 0 ? lastIndexOfLine(lines, RET_VAL_START, end - 1) : -1;
+  if (start >= 0) {
+    const retVal = lines.slice(start + 1, end).join("\n");
+    return { retVal, stdout: removeLines(lines, start, end) };
+  }
+  for (let i = lines.length - 1; i >= 0; i--) {
+    if (isJsonObject(lines[i])) {
+      return { retVal: lines[i].trim(), stdout: removeLines(lines, i, i) };
+    }
+  }
+  return { retVal: "", stdout };
+}
+
+function lastIndexOfLine(lines: string[], marker: string, from: number): number {
+  for (let i = from; i >= 0; i--) {
+    if (lines[i].trimEnd() === marker) return i;
+  }
+  return -1;
+}
+
+function removeLines(lines: string[], first: number, last: number): string {
+  return [...lines.slice(0, first), ...lines.slice(last + 1)].join("\n");
+}
+
+function isJsonObject(line: string): boolean {
+  const text = line.trim();
+  if (!text.startsWith("{") || !text.endsWith("}")) return false;
+  try {
+    const value = JSON.parse(text);
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The runtime interface: what a language sandbox offers the scheduler.
+ *
+ * Data flows one way: app → scheduler → runtime (pool → sandbox), results back.
+ * A runtime never throws for anything user code does; it throws only
+ * {@link SandboxStartError} when it could not get user code started at all.
+ *
+ * @module
+ */
+
+/** Canonical language names of the wire contract. */
+export const LANGUAGES = ["javascript", "typescript", "python"] as const;
+
+/** A canonical language name. */
+export type Language = typeof LANGUAGES[number];
+
+/** How a run ended, as reported in `metadata.status`. */
+export type RunStatus =
+  | "success"
+  | "error"
+  | "timeout"
+  | "memory_limit"
+  | "output_limit"
+  | "crashed";
+
+/** One run, as handed to a runtime by the scheduler. */
+export interface RunJob {
+  /** Unique id of the request, echoed as `metadata.task_id`. */
+  taskId: string;
+  /** Canonical language. */
+  language: Language;
+  /** The user's source code. */
+  code: string;
+  /** Wall-clock budget of the run in milliseconds. */
+  timeoutMs: number;
+  /** Any JSON value, visible to the code as `input`; `undefined` when absent. */
+  input?: unknown;
+  /**
+   * Tenant key (`ext.space_id`). `undefined` means an anonymous tenant of its own:
+   * the sandbox that runs it must never serve another run.
+   */
+  tenant?: string;
+}
+
+/** The result of a run that was started, whatever the code did. */
+export interface RunOutcome {
+  /** Captured stdout, capped, with return-value markers removed. */
+  stdout: string;
+  /** Captured stderr, capped. */
+  stderr: string;
+  /** Resolved return value (see {@link resolveRetVal} in ret_val.ts). */
+  retVal: string;
+  /** How the run ended. */
+  status: RunStatus;
+  /** Process-style exit code: 0 on success, 1 on an uncaught error, `n` for `exit(n)`. */
+  exitCode: number;
+  /** Execution time in whole milliseconds (excludes queueing). */
+  durationMs: number;
+  /** True when stdout or stderr hit the output cap. */
+  truncated: boolean;
+  /** Id of the sandbox that ran the code. */
+  instanceId: string;
+  /**
+   * One-line human message for `timeout`, `memory_limit`, `output_limit` and
+   * `crashed`; `undefined` otherwise (uncaught user exceptions are not errors of the service).
+   */
+  error?: string;
+}
+
+/** Position of a syntax error, 1-based and relative to the submitted code. */
+export interface SyntaxProblem {
+  /** What the parser said. */
+  message: string;
+  /** 1-based line in the submitted code. */
+  line: number;
+  /** 1-based column in the submitted code. */
+  column: number;
+}
+
+/** Answer of a syntax check. */
+export type ValidationResult =
+  | { valid: true; error: null }
+  | { valid: false; error: SyntaxProblem };
+
+/** Instance counts, as in the contract's `pool_stats`. */
+export interface PoolStats {
+  /** All live sandboxes (idle, active and booting). */
+  totalInstances: number;
+  /** Warm sandboxes ready for a run. */
+  idleInstances: number;
+  /** Sandboxes running user code now. */
+  activeInstances: number;
+}
+
+/** What `/health` says about one runtime. */
+export interface RuntimeInfo {
+  /** True while the runtime can run code. */
+  available: boolean;
+  /** Version of the underlying engine (Deno/V8 or CPython). */
+  version: string;
+  /** Isolation layers active on this host, by name (e.g. `uid`, `netns`, `seccomp`). */
+  isolation: Record<string, boolean>;
+}
+
+/** A language runtime: a pool of sandboxes for one or more languages. */
+export interface Runtime {
+  /** The canonical languages this runtime serves. */
+  readonly languages: readonly Language[];
+  /** Probes the host, prewarms the pool; rejects when the runtime cannot work here. */
+  start(): Promise<void>;
+  /** Runs one job; never rejects for anything the user code does. */
+  run(job: RunJob): Promise<RunOutcome>;
+  /** Checks syntax without running anything. */
+  validate(code: string, language: Language): Promise<ValidationResult>;
+  /** Current instance counts. */
+  stats(): PoolStats;
+  /** Availability, version and isolation layers. */
+  info(): RuntimeInfo;
+  /** Kills every sandbox process and stops booting new ones. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Thrown by {@link Runtime.run} when the sandbox failed before user code started
+ * (boot failure, runner died while idle). The scheduler retries such a job once on
+ * a fresh sandbox; user code is never re-run.
+ */
+export class SandboxStartError extends Error {
+  /** Creates the error with a message that says what failed. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SandboxStartError";
+  }
+}
