@@ -132,3 +132,26 @@ export class SandboxStartError extends Error {
     this.name = "SandboxStartError";
   }
 }
+
+/** Settings every runtime factory receives (from the FAAS_* configuration). */
+export interface RuntimeSettings {
+  /** Fresh sandboxes booted ahead of demand (`FAAS_POOL_SIZE`). */
+  poolSize: number;
+  /** Most runs at once (`FAAS_MAX_INSTANCES`). */
+  maxInstances: number;
+  /** Memory budget of one sandbox in MiB (`FAAS_MEMORY_LIMIT_MB`). */
+  memoryLimitMb: number;
+  /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
+  maxOutputBytes: number;
+  /** Python executable for the Python runtime (`FAAS_PYTHON`). */
+  pythonPath: string;
+  /** Isolation layers that must be active or `start()` rejects (`FAAS_REQUIRE_ISOLATION`). */
+  requireIsolation: readonly string[];
+  /** Verbose logs (`FAAS_DEBUG`). */
+  debug: boolean;
+  /** Told after every sandbox boot attempt, for metrics. */
+  onSandboxBoot?: (language: Language, durationMs: number, ok: boolean) => void;
+}
+
+/** Builds a runtime from the settings; does not start it. */
+export type RuntimeFactory = (settings: RuntimeSettings) => Runtime;
