@@ -81,23 +81,23 @@ ENV DENO_DIR=/deno-dir \
 
 # Configuration. Every setting is read from the environment at start; an invalid value stops
 # the service with a message naming the variable. Values shown are the defaults.
-#   FAAS_PORT=8000              listening port
+#   FAAS_PORT=8000              listening port (0 picks a free one)
 #   FAAS_HOST=0.0.0.0           listening address
-#   FAAS_POOL_SIZE=10           sandboxes booted ahead of demand
+#   FAAS_POOL_SIZE=10           sandboxes booted ahead of demand, per runtime
 #   FAAS_MAX_INSTANCES=50       most runs executing at once
-#   FAAS_TIMEOUT=30000          default run timeout, ms (when a request gives none)
-#   FAAS_MAX_TIMEOUT            largest timeout a request may ask for, ms
-#   FAAS_MEMORY_LIMIT_MB        memory budget of one sandbox, MiB
-#   FAAS_MAX_OUTPUT_BYTES       cap on stdout and on stderr of one run
-#   FAAS_MAX_CODE_BYTES         largest accepted `code`
-#   FAAS_QUEUE_LIMIT            queued runs beyond which requests get 503 + Retry-After
-#   FAAS_DRAIN_TIMEOUT          on SIGTERM: how long in-flight runs may finish, ms
-#   FAAS_API_KEY                when set, requests must carry this key (401 otherwise)
-#   FAAS_LANGUAGES              enabled languages, comma-separated (javascript,typescript,python)
+#   FAAS_TIMEOUT=30000          run timeout in ms when a request gives none
+#   FAAS_MAX_TIMEOUT=60000      largest timeout a request may ask for, ms
+#   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
+#   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
+#   FAAS_MAX_CODE_BYTES=1048576 largest accepted `code`, UTF-8 bytes
+#   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
+#   FAAS_DRAIN_TIMEOUT=30000    on SIGTERM: how long in-flight and queued runs may finish, ms
+#   FAAS_API_KEY=               when set, every route but /health needs this key (401 otherwise)
+#   FAAS_LANGUAGES=javascript,typescript,python   enabled languages, comma-separated
 #   FAAS_PYTHON=python3         Python executable for the Python sandbox
-#   FAAS_REQUIRE_ISOLATION      isolation layers that must be active or the service refuses to
+#   FAAS_REQUIRE_ISOLATION=     isolation layers that must be active or the service refuses to
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
-#   FAAS_DEBUG=false            verbose logs
+#   FAAS_DEBUG=false            verbose logs, including code and output
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

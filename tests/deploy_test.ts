@@ -21,6 +21,7 @@ import { healthUrl, probe } from "../deploy/healthcheck.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DEPLOY = `${ROOT}deploy/`;
+const RESTRICTED = `${DEPLOY}run-restricted.sh`;
 const DOCKERFILE = Deno.readTextFileSync(`${ROOT}Dockerfile`);
 const HAS_MAIN = exists(`${ROOT}main.ts`);
 const IS_ROOT = Deno.uid() === 0;
@@ -158,13 +159,6 @@ async function run(
 function which(name: string): boolean {
   const dirs = (Deno.env.get("PATH") ?? "").split(":");
   return dirs.some((dir) => exists(`${dir}/${name}`));
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** A copy of the files the image's build context holds, in a temp dir. */
@@ -371,27 +365,71 @@ Deno.test("health probe targets loopback for wildcard hosts and honours FAAS_POR
   assert.deepEqual(healthUrl({ host: "fd00::1" }), "http://[fd00::1]:8000/health");
 });
 
+/**
+ * Reads a service's stdout to the end; `url` resolves from its JSON "listening" log line
+ * (the service logs the address it actually bound, so FAAS_PORT=0 works).
+ */
+function watchStdout(
+  stream: ReadableStream<Uint8Array>,
+): { url: Promise<string>; text: Promise<string> } {
+  const { promise: url, resolve, reject } = Promise.withResolvers<string>();
+  const text = (async () => {
+    let all = "";
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      all += chunk;
+      pending += chunk;
+      const lines = pending.split("\n");
+      pending = lines.pop()!;
+      for (const line of lines) {
+        try {
+          const record = JSON.parse(line);
+          if (record.msg === "listening" && typeof record.url === "string") resolve(record.url);
+        } catch {
+          // not a log record
+        }
+      }
+    }
+    reject(new Error(`the service exited without a "listening" log line:\n${all.slice(-2000)}`));
+    return all;
+  })();
+  url.catch(() => {}); // observed by whoever awaits it
+  return { url, text };
+}
+
+/** Host pid of the process `unshare --fork` started (pid 1 of its namespace). */
+async function forkedChild(pid: number): Promise<number> {
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    const children = (await Deno.readTextFile(`/proc/${pid}/task/${task.name}/children`)).trim();
+    if (children) return Number(children.split(/\s+/)[0]);
+  }
+  throw new Error("expected unshare to have forked the service");
+}
+
 Deno.test({
   name:
-    "image's start command serves /health under the container's capabilities and drains on SIGTERM",
+    "image's start command serves runs under the container's capabilities and drains on SIGTERM",
   ignore: !HAS_MAIN || !IS_ROOT,
-  async fn() {
+  async fn(t) {
     const cmd = execForm(only("CMD").at(-1)!.args);
-    const port = freePort();
     const env: Record<string, string> = {
       ...finalEnv(),
-      FAAS_PORT: String(port),
+      FAAS_PORT: "0",
       FAAS_HOST: "127.0.0.1",
+      FAAS_POOL_SIZE: "1",
+      FAAS_MAX_INSTANCES: "2",
     };
     delete env.DENO_DIR; // the image's cache path; the machine's cache serves here
-    const child = new Deno.Command(`${DEPLOY}run-restricted.sh`, {
-      args: cmd,
+    // Its own pid namespace, as in a container: nothing it started outlives it.
+    const child = new Deno.Command("unshare", {
+      args: ["--pid", "--fork", "--mount-proc", "--kill-child", "--", RESTRICTED, ...cmd],
       cwd: ROOT,
       env,
       stdin: "null",
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).spawn();
+    const stdout = watchStdout(child.stdout);
     const stderr = new Response(child.stderr).text();
     let exited = false;
     const status = child.status.then((s) => {
@@ -399,25 +437,69 @@ Deno.test({
       return s;
     });
     try {
+      const url = await stdout.url;
+      const port = new URL(url).port;
       const hc = healthcheckCommand();
       let verdict = { code: 1, stdout: "", stderr: "" };
+      // Listening precedes healthy by the pool's prewarm; no event exposes it (bounded).
       for (let i = 0; i < 120 && !exited; i++) {
-        verdict = await run(hc, { cwd: ROOT, env });
+        verdict = await run(hc, { cwd: ROOT, env: { ...env, FAAS_PORT: port } });
         if (verdict.code === 0) break;
         await new Promise((r) => setTimeout(r, 250));
       }
-      assert.deepEqual(verdict.code, 0, `health check never passed: ${verdict.stdout}`);
-      child.kill("SIGTERM");
+      assert.deepEqual(verdict.code, 0, `the image's health check never passed: ${verdict.stdout}`);
+      const health = await (await fetch(`${url}/health`)).json();
+      console.log(`isolation under the container's privileges: ${
+        JSON.stringify(
+          Object.fromEntries(
+            Object.entries(health.languages ?? {}).map((
+              [k, v],
+            ) => [k, (v as RuntimeHealth).isolation]),
+          ),
+        )
+      }`);
+      const samples: Record<string, string> = {
+        javascript: 'console.log("hi from js"); return 6 * 7;',
+        python: 'print("hi from python")\n6 * 7',
+      };
+      for (const [language, code] of Object.entries(samples)) {
+        await t.step({
+          name: `a ${language} run answers 200 with its output`,
+          ignore: health.languages?.[language]?.available !== true,
+          async fn() {
+            const res = await fetch(`${url}/run_code`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ language, code, timeout: 10000 }),
+            });
+            const body = await res.json();
+            assert.deepEqual(res.status, 200, JSON.stringify(body));
+            assert.deepEqual(
+              body.output.stdout,
+              `hi from ${language === "python" ? "python" : "js"}\n`,
+              JSON.stringify(body),
+            );
+            assert.deepEqual(body.output.ret_val, "42");
+          },
+        });
+      }
+      Deno.kill(await forkedChild(child.pid), "SIGTERM");
       const end = await status;
       assert.deepEqual(end.code, 0, `expected a clean drain, got ${JSON.stringify(end)}`);
     } finally {
-      if (!exited) child.kill("SIGKILL");
+      if (!exited) child.kill("SIGKILL"); // --kill-child takes the service and its sandboxes down
       await status;
+      await stdout.text;
       const log = await stderr;
       if (log.trim()) console.log(log.slice(-2000));
     }
   },
 });
+
+interface RuntimeHealth {
+  available: boolean;
+  isolation?: Record<string, boolean>;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Compose.
@@ -489,6 +571,8 @@ Deno.test("compose confines every service like the image claims", () => {
     assert((svc.tmpfs as string[]).some((t) => t.startsWith("/tmp:")), `${name}: /tmp tmpfs`);
     const grace = parseInt(String(svc.stop_grace_period));
     const drain = Number(envOf(svc).FAAS_DRAIN_TIMEOUT) / 1000;
+    const longestRun = Number(envOf(svc).FAAS_MAX_TIMEOUT) / 1000;
+    assert(drain > longestRun, `${name}: drain ${drain}s must outlast a ${longestRun}s run`);
     assert(grace > drain, `${name}: stop_grace_period ${grace}s must exceed drain ${drain}s`);
   }
 });
@@ -584,6 +668,8 @@ Deno.test("Deployments: probes on /health:8000, python and js, drain fits the gr
     assert.deepEqual(env.FAAS_PORT, "8000");
     const preStop = Number(c.lifecycle.preStop.exec.command[1]);
     const drain = Number(env.FAAS_DRAIN_TIMEOUT) / 1000;
+    const longestRun = Number(env.FAAS_MAX_TIMEOUT) / 1000;
+    assert(drain > longestRun, `${d.metadata.name}: drain must outlast a ${longestRun}s run`);
     assert(
       pod.terminationGracePeriodSeconds > preStop + drain,
       `${d.metadata.name}: grace ${pod.terminationGracePeriodSeconds}s <= ${preStop}s + ${drain}s`,
@@ -650,8 +736,6 @@ Deno.test("NetworkPolicy denies all egress and admits ingress on 8000 only, for 
 
 // ---------------------------------------------------------------------------------------------
 // The capability set, reproduced and attacked.
-
-const RESTRICTED = `${DEPLOY}run-restricted.sh`;
 
 Deno.test("run-restricted.sh defaults to the capability set the manifests grant", async () => {
   const script = await Deno.readTextFile(RESTRICTED);

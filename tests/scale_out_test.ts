@@ -55,6 +55,16 @@ function freePort(): number {
   return port;
 }
 
+function deadlineReached(signal: AbortSignal): Promise<never> {
+  const reached = new Promise<never>((_, reject) => {
+    const fail = () => reject(new Error("the test deadline passed"));
+    if (signal.aborted) fail();
+    else signal.addEventListener("abort", fail, { once: true });
+  });
+  reached.catch(() => {}); // only meaningful inside a race
+  return reached;
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -62,8 +72,42 @@ function delay(ms: number): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Instances.
 
+/**
+ * Reads a service's stdout to the end; `url` resolves from its JSON "listening" log line
+ * (the service logs the address it actually bound, so FAAS_PORT=0 works).
+ */
+function watchStdout(
+  stream: ReadableStream<Uint8Array>,
+): { url: Promise<string>; text: Promise<string> } {
+  const { promise: url, resolve, reject } = Promise.withResolvers<string>();
+  const text = (async () => {
+    let all = "";
+    let pending = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      all += chunk;
+      pending += chunk;
+      const lines = pending.split("\n");
+      pending = lines.pop()!;
+      for (const line of lines) {
+        try {
+          const record = JSON.parse(line);
+          if (record.msg === "listening" && typeof record.url === "string") resolve(record.url);
+        } catch {
+          // not a log record
+        }
+      }
+    }
+    reject(new Error(`the service exited without a "listening" log line:\n${all.slice(-2000)}`));
+    return all;
+  })();
+  url.catch(() => {}); // observed by whoever awaits it
+  return { url, text };
+}
+
 interface Instance {
   name: string;
+  /** Resolves to the bound port from the "listening" log line. */
+  ready: Promise<number>;
   port: number;
   /** The `unshare` process; its exit status is the service's. */
   process: Deno.ChildProcess;
@@ -73,7 +117,6 @@ interface Instance {
 }
 
 function startInstance(name: string, env: Record<string, string>): Instance {
-  const port = freePort();
   const process = new Deno.Command("unshare", {
     args: [
       "--pid",
@@ -88,20 +131,23 @@ function startInstance(name: string, env: Record<string, string>): Instance {
       "main.ts",
     ],
     cwd: ROOT,
-    env: { ...env, FAAS_PORT: String(port), FAAS_HOST: "127.0.0.1" },
+    env: { ...env, FAAS_PORT: "0", FAAS_HOST: "127.0.0.1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const stdout = watchStdout(process.stdout);
   const instance: Instance = {
     name,
-    port,
+    ready: stdout.url.then((url) => Number(new URL(url).port)),
+    port: 0,
     process,
     status: Promise.resolve({} as Deno.CommandStatus),
     exited: false,
-    log: Promise.all([new Response(process.stdout).text(), new Response(process.stderr).text()])
+    log: Promise.all([stdout.text, new Response(process.stderr).text()])
       .then(([out, err]) => out + err),
   };
+  instance.ready.then((port) => (instance.port = port), () => {});
   instance.status = process.status.then((s) => {
     instance.exited = true;
     return s;
@@ -133,7 +179,10 @@ async function health(port: number): Promise<{ status: number; body: Record<stri
   return { status: res.status, body };
 }
 
-/** Polls /health until it answers 200 "healthy" (bounded: there is no readiness event). */
+/**
+ * Polls /health until it answers 200 "healthy": listening precedes healthy only by the pool's
+ * prewarm, for which no event is exposed (bounded).
+ */
 async function waitHealthy(port: number, what: string, isDead: () => boolean): Promise<void> {
   const until = Date.now() + 60_000;
   while (Date.now() < until && !isDead()) {
@@ -304,9 +353,10 @@ Deno.test({
     const [drained, killed] = instances;
     let nginx: Nginx | undefined;
     try {
-      await Promise.all(
-        instances.map((i) => waitHealthy(i.port, `instance ${i.name}`, () => i.exited)),
-      );
+      await Promise.all(instances.map(async (i) => {
+        const port = await Promise.race([i.ready, deadlineReached(deadline)]);
+        await waitHealthy(port, `instance ${i.name}`, () => i.exited);
+      }));
       const languages = ((await health(drained.port)).body.languages ?? {}) as Record<
         string,
         { available?: boolean }
