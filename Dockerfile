@@ -4,8 +4,8 @@
 #
 #   docker build -t faas-sandbox .
 #   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp:size=512m,mode=1777 \
-#     --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL \
-#     --security-opt no-new-privileges faas-sandbox
+#     --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add CHOWN \
+#     --cap-add DAC_OVERRIDE --security-opt no-new-privileges faas-sandbox
 #
 # Extra Python packages for user code: --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"
 # Full guide: deploy/README.md.
@@ -104,8 +104,8 @@ ENV FAAS_PORT=8000 \
 EXPOSE 8000
 
 # Least privilege: run as root only to hand each run its own unprivileged uid. Start the
-# container with --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL (compose and
-# the Kubernetes manifests in deploy/ do); deploy/README.md explains why and the netns option.
+# container with --cap-drop ALL and only SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE added (compose
+# and the Kubernetes manifests in deploy/ do); deploy/README.md explains why and the netns option.
 USER 0:0
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
