@@ -238,8 +238,10 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 			if deadline, ok := ctx.Deadline(); ok && !c.now().Add(delay).Before(deadline) {
 				return last
 			}
-			if err := c.sleep(ctx, delay); err != nil {
-				return contextError(ctx, attempt-1, last.URL, last)
+			if delay > 0 {
+				if err := c.sleep(ctx, delay); err != nil {
+					return contextError(ctx, attempt-1, last.URL, last)
+				}
 			}
 		}
 		tried[i] = true
