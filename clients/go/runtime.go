@@ -64,8 +64,11 @@ type ExecutionResult struct {
 
 // ExecutionOutput is what a run printed and returned.
 type ExecutionOutput struct {
+	// Stdout is output.stdout.
 	Stdout string
+	// Stderr is output.stderr.
 	Stderr string
+	// RetVal is output.ret_val.
 	RetVal string
 }
 

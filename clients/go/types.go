@@ -25,7 +25,7 @@ const (
 // Priority is the scheduling priority of a run.
 type Priority string
 
-// The priorities of the wire contract.
+// The priorities of the wire contract, lowest first.
 const (
 	PriorityLow    Priority = "low"
 	PriorityNormal Priority = "normal"
@@ -75,21 +75,33 @@ type Output struct {
 
 // Metadata describes a run. Durations are whole milliseconds.
 type Metadata struct {
-	TaskID     string     `json:"task_id"`
-	InstanceID string     `json:"instance_id"`
-	Language   string     `json:"language"`
-	Status     Status     `json:"status"`
-	ExitCode   int        `json:"exit_code"`
-	Duration   int64      `json:"duration"`
-	QueueTime  int64      `json:"queue_time"`
-	Truncated  bool       `json:"truncated"`
-	PoolStats  *PoolStats `json:"pool_stats,omitempty"`
+	// TaskID identifies the request.
+	TaskID string `json:"task_id"`
+	// InstanceID identifies the sandbox that ran the code.
+	InstanceID string `json:"instance_id"`
+	// Language is the canonical language the code ran as.
+	Language string `json:"language"`
+	// Status is how the run ended.
+	Status Status `json:"status"`
+	// ExitCode is 0 on success, 1 on an uncaught exception, n for exit(n).
+	ExitCode int `json:"exit_code"`
+	// Duration is the execution time, queueing excluded.
+	Duration int64 `json:"duration"`
+	// QueueTime is the wait before execution.
+	QueueTime int64 `json:"queue_time"`
+	// Truncated is true when stdout or stderr hit the output cap.
+	Truncated bool `json:"truncated"`
+	// PoolStats counts the service's sandboxes when the run ended.
+	PoolStats *PoolStats `json:"pool_stats,omitempty"`
 }
 
 // PoolStats counts sandbox instances.
 type PoolStats struct {
-	TotalInstances  int64 `json:"totalInstances"`
-	IdleInstances   int64 `json:"idleInstances"`
+	// TotalInstances counts every live sandbox.
+	TotalInstances int64 `json:"totalInstances"`
+	// IdleInstances counts warm sandboxes ready for a run.
+	IdleInstances int64 `json:"idleInstances"`
+	// ActiveInstances counts sandboxes running code.
 	ActiveInstances int64 `json:"activeInstances"`
 }
 
@@ -157,17 +169,24 @@ type Health struct {
 
 // SchedulerStats are the queue's counters reported by /health.
 type SchedulerStats struct {
-	TotalTasks           int64   `json:"totalTasks"`
-	CompletedTasks       int64   `json:"completedTasks"`
-	FailedTasks          int64   `json:"failedTasks"`
-	QueuedTasks          int64   `json:"queuedTasks"`
+	// TotalTasks counts accepted runs.
+	TotalTasks int64 `json:"totalTasks"`
+	// CompletedTasks counts finished runs.
+	CompletedTasks int64 `json:"completedTasks"`
+	// FailedTasks counts runs that failed.
+	FailedTasks int64 `json:"failedTasks"`
+	// QueuedTasks counts runs waiting for a sandbox.
+	QueuedTasks int64 `json:"queuedTasks"`
+	// AverageExecutionTime is in milliseconds.
 	AverageExecutionTime float64 `json:"averageExecutionTime"`
 }
 
 // LanguageInfo says whether a language runtime is available and its version.
 type LanguageInfo struct {
-	Available bool   `json:"available"`
-	Version   string `json:"version"`
+	// Available is true while the language can run code.
+	Available bool `json:"available"`
+	// Version is the runtime's version.
+	Version string `json:"version"`
 }
 
 // Healthy reports whether the service said it can run code.
