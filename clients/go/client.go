@@ -146,11 +146,18 @@ func (c *Client) RunCode(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, &Error{Kind: KindBadInput, Message: "request is not encodable as JSON", Err: err}
 	}
-	var res Result
-	if err := c.call(ctx, http.MethodPost, "/run_code", body, &res); err != nil {
+	var wire struct {
+		Output   *Output   `json:"output"`
+		Metadata *Metadata `json:"metadata"`
+		Error    string    `json:"error"`
+	}
+	if err := c.call(ctx, http.MethodPost, "/run_code", body, &wire); err != nil {
 		return nil, err
 	}
-	return &res, nil
+	if wire.Output == nil {
+		return nil, &Error{Kind: KindProtocol, StatusCode: http.StatusOK, Message: "answer has no output object"}
+	}
+	return &Result{Output: *wire.Output, Metadata: wire.Metadata, Error: wire.Error}, nil
 }
 
 // ValidateCode checks the syntax of code without running it. An invalid
@@ -176,7 +183,7 @@ func (c *Client) ValidateCode(ctx context.Context, language, code string) (*Vali
 // the last answer) and the report of the last instance that sent one is
 // returned with it.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	start := int(c.next.Add(1) - 1)
+	start := c.nextStart()
 	var lastErr *Error
 	var lastHealth *Health
 	for k := range c.endpoints {
@@ -212,11 +219,16 @@ func (c *Client) Health(ctx context.Context) (*Health, error) {
 	return lastHealth, lastErr
 }
 
+// nextStart returns the endpoint where the next call starts its round.
+func (c *Client) nextStart() int {
+	return int((c.next.Add(1) - 1) % uint64(len(c.endpoints)))
+}
+
 // call sends one logical request with retries and failover and decodes a 200
 // answer into out.
 func (c *Client) call(ctx context.Context, method, path string, body []byte, out any) error {
 	n := len(c.endpoints)
-	start := int(c.next.Add(1)-1) % n
+	start := c.nextStart()
 	tried := make([]bool, n)
 	backoffs := 0
 	var last *Error

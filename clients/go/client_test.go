@@ -243,6 +243,22 @@ func TestNeverRetriesA200(t *testing.T) {
 			t.Errorf("requests = %d, want 1", got)
 		}
 	})
+	t.Run("no output object", func(t *testing.T) {
+		srv, s := serve(t, answer{200, `{"metadata":{"status":"success"}}`, ""})
+		c, _ := newTestClient(t, srv.URL, 0)
+		_, err := c.RunCode(context.Background(), Request{Language: "js", Code: "1"})
+		if !errors.Is(err, KindProtocol) || s.count.Load() != 1 {
+			t.Errorf("err = %v after %d requests, want protocol after 1", err, s.count.Load())
+		}
+	})
+	t.Run("failed status without an error message", func(t *testing.T) {
+		srv, _ := serve(t, answer{200, `{"output":{"stdout":"","stderr":"","ret_val":""},"metadata":{"status":"crashed"}}`, ""})
+		c, _ := newTestClient(t, srv.URL, 0)
+		res, err := c.RunCode(context.Background(), Request{Language: "js", Code: "1"})
+		if err != nil || !errors.Is(res.Err(), KindSandbox) {
+			t.Errorf("err %v, Err() %v; want a sandbox failure", err, res.Err())
+		}
+	})
 	t.Run("non-integer duration", func(t *testing.T) {
 		srv, _ := serve(t, answer{200, `{"output":{"stdout":"","stderr":"","ret_val":""},"metadata":{"duration":1.5}}`, ""})
 		c, _ := newTestClient(t, srv.URL, 0)

@@ -1,6 +1,9 @@
 package faas
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // Status is how a run ended (metadata.status).
 type Status string
@@ -114,19 +117,24 @@ func (r *Result) Status() Status {
 }
 
 // Err returns nil when the run ended on its own (status success or error),
-// and an [*Error] when the service reported a failure of the run in the
-// top-level error field: KindTimeout for a timeout, KindSandbox for
-// memory_limit, output_limit, crashed or any other reported failure.
+// and an [*Error] when the run failed: KindTimeout for status timeout,
+// KindSandbox for memory_limit, output_limit, crashed or any other failure
+// the service reported in the top-level error field.
 func (r *Result) Err() error {
-	if r.Error == "" {
+	status := r.Status()
+	failed := status == StatusTimeout || status == StatusMemoryLimit || status == StatusCrashed
+	if r.Error == "" && !failed {
 		return nil
 	}
-	status := r.Status()
 	kind := KindSandbox
 	if status == StatusTimeout {
 		kind = KindTimeout
 	}
-	return &Error{Kind: kind, StatusCode: 200, Message: r.Error, RunStatus: status}
+	msg := r.Error
+	if msg == "" {
+		msg = fmt.Sprintf("run ended with status %s", status)
+	}
+	return &Error{Kind: kind, StatusCode: 200, Message: msg, RunStatus: status}
 }
 
 // Validation is the answer of POST /validate_code.
