@@ -598,6 +598,40 @@ func TestServiceQueueFull503SucceedsOnRetry(t *testing.T) {
 	}
 }
 
+func TestServiceAPIKey(t *testing.T) {
+	const key = "go-client-test-key-4f1c9a2e7b"
+	svc := startService(t, map[string]string{"FAAS_API_KEY": key})
+	req := Request{Language: "js", Code: "return 42;", TimeoutMS: 5000}
+
+	for name, opts := range map[string][]Option{"no key": nil, "wrong key": {WithAPIKey("not-" + key)}} {
+		rec := &statusRecorder{}
+		c, err := New(svc.URL, append(opts, WithHTTPClient(&http.Client{Transport: rec}))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.RunCode(budget(t, 10*time.Second), req)
+		var fe *Error
+		if res != nil || !errors.As(err, &fe) || fe.Kind != KindAuth || fe.StatusCode != 401 {
+			t.Errorf("%s: result %+v, err %v; want a 401 auth error", name, res, err)
+		}
+		if rec.count() != 1 {
+			t.Errorf("%s: %d requests; a 401 is never retried", name, rec.count())
+		}
+		if h, err := c.Health(budget(t, 5*time.Second)); err != nil || !h.Healthy() {
+			t.Errorf("%s: /health = %+v, %v; it stays open without a key", name, h, err)
+		}
+	}
+
+	c, err := New(svc.URL, WithAPIKey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.RunCode(budget(t, 20*time.Second), req)
+	if err != nil || res.Output.RetVal != "42" {
+		t.Errorf("with the key: %+v, %v", res, err)
+	}
+}
+
 // waitFor polls /health until ready says so; /health is the service's only
 // view of its queue.
 func waitFor(t *testing.T, svc *service, what string, ready func(*Health) bool) {
