@@ -245,9 +245,11 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, out
 				}
 			}
 			if wait > c.policy.MaxRetryAfter {
+				last.Message += fmt.Sprintf(" (not retried: the service asked to wait %v, more than the policy's MaxRetryAfter)", wait.Round(time.Millisecond))
 				return last
 			}
 			if deadline, ok := ctx.Deadline(); ok && !c.now().Add(delay).Before(deadline) {
+				last.Message += fmt.Sprintf(" (not retried: the next attempt, in %v, would be past the context's deadline)", delay.Round(time.Millisecond))
 				return last
 			}
 			if delay > 0 {
