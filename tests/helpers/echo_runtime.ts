@@ -50,6 +50,8 @@ export class EchoRuntime implements Runtime {
   readonly attempts = new Map<string, number>();
   /** What `info().available` reports. */
   available = true;
+  /** When set, `start()` rejects with this message. */
+  failStart: string | undefined;
   /** Set by `start()` / `shutdown()`. */
   state: "new" | "started" | "stopped" = "new";
   #gates = new Map<string, PromiseWithResolvers<void>>();
@@ -93,6 +95,7 @@ export class EchoRuntime implements Runtime {
   }
 
   start(): Promise<void> {
+    if (this.failStart !== undefined) return Promise.reject(new Error(this.failStart));
     this.state = "started";
     this.settings?.onSandboxBoot?.(this.languages[0], 1, true);
     return Promise.resolve();
