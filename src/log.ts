@@ -30,8 +30,12 @@ function line(level: string, record: LogRecord): Uint8Array {
 }
 
 function writeAll(stream: { writeSync(bytes: Uint8Array): number }, bytes: Uint8Array): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
+  try {
+    let offset = 0;
+    while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
+  } catch {
+    // A closed or broken log stream must never fail a request.
+  }
 }
 
 /** Writes JSON lines to stdout (info) and stderr (error). */

@@ -96,12 +96,16 @@ export function runRequestSchema(limits: RequestLimits) {
       .max(limits.maxTimeoutMs, `expected at most ${limits.maxTimeoutMs} ms`)
       .nullish()
       .openapi({ description: "Run timeout in milliseconds.", example: 5000 }),
-    priority: z.enum(PRIORITIES, {
-      error: (issue) =>
-        `expected one of ${PRIORITIES.join(", ")}, got ${
-          typeof issue.input === "string" ? `"${issue.input}"` : describe(issue.input)
-        }`,
-    }).nullish().openapi({ description: "Scheduling priority.", example: "normal" }),
+    // Case-insensitive; an empty string (a Go zero value) means the default.
+    priority: z.preprocess(
+      (value) => typeof value === "string" ? value.trim().toLowerCase() || undefined : value,
+      z.enum(PRIORITIES, {
+        error: (issue) =>
+          `expected one of ${PRIORITIES.join(", ")}, got ${
+            typeof issue.input === "string" ? `"${issue.input}"` : describe(issue.input)
+          }`,
+      }).nullish(),
+    ).openapi({ description: "Scheduling priority (default normal).", example: "normal" }),
     input: z.unknown().optional().openapi({
       description: "Any JSON value, visible to the code as `input`.",
     }),

@@ -56,6 +56,25 @@ Deno.test("language aliases are case-insensitive and map to canonical names", as
   assertEquals(s.py.started.length, 3);
 });
 
+Deno.test("Go zero values are accepted: empty priority, null ext, input and timeout", async () => {
+  await using s = await startTestService({ FAAS_TIMEOUT: "777" });
+  const response = await s.post("/run_code", {
+    language: "js",
+    code: "print x",
+    priority: "",
+    ext: null,
+    input: null,
+    timeout: null,
+  });
+  assertEquals(response.status, 200);
+  await response.body?.cancel();
+  const upper = await s.post("/run_code", { language: "js", code: "print y", priority: "HIGH" });
+  assertEquals(upper.status, 200);
+  await upper.body?.cancel();
+  assertEquals(s.js.started[0].job.timeoutMs, 777);
+  assertEquals(s.js.started.length, 2);
+});
+
 Deno.test("input reaches the runtime and timeout defaults to FAAS_TIMEOUT", async () => {
   await using s = await startTestService({ FAAS_TIMEOUT: "1234" });
   const response = await s.post("/run_code", {
