@@ -157,3 +157,12 @@ Deno.test("a runtime that cannot start stops the service at start", async () => 
   const line = await startFailure(ENTRY, { FAAS_TEST_RUNTIMES: "broken" });
   assertStringIncludes(line, "cannot start: the test runtime refuses to start");
 });
+
+Deno.test("a port already in use stops the service at start", async () => {
+  await using taken = spawnService(ENTRY);
+  const url = await taken.listening();
+  const port = new URL(url).port;
+  const line = await startFailure(ENTRY, { FAAS_PORT: port });
+  assertStringIncludes(line, "cannot start:");
+  assertStringIncludes(line.toLowerCase(), "address");
+});
