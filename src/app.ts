@@ -53,6 +53,22 @@ const OPEN_PATHS = new Set(["/health", "/openapi.json", "/docs"]);
 /** Seconds a client should wait before retrying a 503. */
 const RETRY_AFTER_S = { queue_full: 1, draining: 5 } as const;
 
+/** Time past `FAAS_TIMEOUT` a syntax check may take before it is a 500. */
+const VALIDATE_GRACE_MS = 2_000;
+
+/** Resolves with the value of `promise`, or `undefined` when it takes longer than `ms`. */
+async function deadline<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A request the app refuses; turned into a JSON error answer in one place. */
 class RequestError extends Error {
   readonly status: 400 | 401 | 413 | 503;
@@ -170,7 +186,12 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
     const language = canonicalLanguage(body.language)!;
     c.get("log").language = language;
     const runtime = runtimes.get(language)!;
-    return c.json(await runtime.validate(body.code, language));
+    const deadlineMs = config.timeoutMs + VALIDATE_GRACE_MS;
+    const verdict = await deadline(runtime.validate(body.code, language), deadlineMs);
+    if (verdict === undefined) {
+      throw new Error(`the ${language} syntax check did not answer within ${deadlineMs} ms`);
+    }
+    return c.json(verdict);
   });
 
   app.get("/health", (c) => {

@@ -329,9 +329,11 @@ Deno.test("one JSON log line per request, without code or output unless debuggin
       ext: { space_id: "tenant-7" },
     })).json();
     await (await fetch(s.url + "/nope")).body?.cancel();
+    await (await s.post("/run_code", { language: "js", code: "" })).body?.cancel();
     const requests = s.logs.filter((record) => record.msg === "request");
-    assertEquals(requests.length, 2);
-    const [run, missing] = requests;
+    assertEquals(requests.length, 3);
+    const [run, missing, invalid] = requests;
+    assertEquals(invalid.http_status, 400);
     assertEquals(run.tenant, "tenant-7");
     assertEquals(run.language, "javascript");
     assertEquals(run.status, "success");
