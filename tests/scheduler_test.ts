@@ -228,3 +228,26 @@ Deno.test("a closed scheduler refuses runs with kind draining", async () => {
   assertEquals(caught.kind, "draining");
   await scheduler.idle();
 });
+
+Deno.test("a burst of 10,000 runs of one tenant does not starve another tenant's run", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 20_000,
+    runtimeFor: () => runtime,
+  });
+  const blocker = scheduler.submit(job("blocker", "gate hold", { tenant: "A" }));
+  const burst = Array.from(
+    { length: 10_000 },
+    (_, i) => scheduler.submit(job(`a${i}`, "print a", { tenant: "A" })),
+  );
+  const late = scheduler.submit(job("b", "print b", { tenant: "B" }));
+  assertEquals(scheduler.stats().queuedTasks, 10_001);
+  runtime.open("hold");
+  await late;
+  // B started right after the blocker and at most one run of A.
+  const position = runtime.started.findIndex((run) => run.job.taskId === "b");
+  assert(position >= 1 && position <= 2, `B started at ${position}`);
+  await Promise.all([blocker, ...burst]);
+  assertEquals(scheduler.stats().completedTasks, 10_002);
+});
