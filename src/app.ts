@@ -15,7 +15,7 @@ import type { Logger } from "./log.ts";
 import type { RejectionReason, ServiceMetrics } from "./metrics.ts";
 import type { Language, RunOutcome } from "./runtime.ts";
 import type { RuntimeSet } from "./runtimes.ts";
-import { type Scheduler, SchedulerRejection } from "./scheduler.ts";
+import { type RejectionKind, type Scheduler, SchedulerRejection } from "./scheduler.ts";
 import {
   type ErrorDetail,
   errorDetails,
@@ -51,7 +51,11 @@ export interface AppOptions {
 const OPEN_PATHS = new Set(["/health", "/openapi.json", "/docs"]);
 
 /** Seconds a client should wait before retrying a 503. */
-const RETRY_AFTER_S = { queue_full: 1, draining: 5 } as const;
+const RETRY_AFTER_S: Record<RejectionKind, number> = {
+  queue_full: 1,
+  draining: 5,
+  cancelled: 1,
+};
 
 /** Time past `FAAS_TIMEOUT` a syntax check may take before it is a 500. */
 const VALIDATE_GRACE_MS = 2_000;
@@ -142,11 +146,7 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       if (error instanceof SchedulerRejection) {
         throw new RequestError(503, error.message, {
           reason: error.kind,
-          headers: {
-            "Retry-After": String(
-              RETRY_AFTER_S[error.kind === "queue_full" ? "queue_full" : "draining"],
-            ),
-          },
+          headers: { "Retry-After": String(RETRY_AFTER_S[error.kind]) },
         });
       }
       throw error;
