@@ -8,7 +8,7 @@
 
 import { loadConfig } from "./src/config.ts";
 import { DEFAULT_REGISTRATIONS, type RuntimeRegistration } from "./src/runtimes.ts";
-import { startService } from "./src/service.ts";
+import { type Service, startService } from "./src/service.ts";
 
 /** How {@link main} builds the service. */
 export interface MainOptions {
@@ -27,20 +27,34 @@ export async function main(options: MainOptions = {}): Promise<void> {
   } catch (error) {
     fail(error);
   }
-  let service;
-  try {
-    service = await startService(config, {
-      registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
-    });
-  } catch (error) {
-    fail(error, "cannot start: ");
-  }
+  // Listen before starting: a signal during startup must still stop the sandboxes the
+  // runtimes have already started, instead of killing this process under them.
+  let service: Service | undefined;
+  const stopRequested = new AbortController();
   const stop = async () => {
-    await service.shutdown();
-    Deno.exit(0);
+    if (stopRequested.signal.aborted) return;
+    stopRequested.abort();
+    if (service) {
+      await service.shutdown();
+      Deno.exit(0);
+    }
   };
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
+  try {
+    service = await startService(config, {
+      registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
+      signal: stopRequested.signal,
+    });
+  } catch (error) {
+    // Stopped while starting: the runtimes are already shut down.
+    if (stopRequested.signal.aborted) Deno.exit(0);
+    fail(error, "cannot start: ");
+  }
+  if (stopRequested.signal.aborted) {
+    await service.shutdown();
+    Deno.exit(0);
+  }
 }
 
 function fail(error: unknown, prefix = ""): never {

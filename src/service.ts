@@ -24,6 +24,8 @@ export interface ServiceOptions {
   registrations?: readonly RuntimeRegistration[];
   /** Where logs go; defaults to JSON lines on stdout/stderr. */
   logger?: Logger;
+  /** Aborts a startup under way: the runtimes are shut down and the start rejects. */
+  signal?: AbortSignal;
 }
 
 /** A running service. */
@@ -50,7 +52,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
         metrics.recordSandboxBoot(language, durationMs, ok),
     }),
   });
-  await runtimes.start();
+  await startRuntimes(runtimes, options.signal);
   const scheduler = new Scheduler({
     maxConcurrent: config.maxInstances,
     queueLimit: config.queueLimit,
@@ -119,6 +121,24 @@ export async function startService(config: Config, options: ServiceOptions = {})
       return stopped;
     },
   };
+}
+
+/** Starts the runtimes; when `signal` fires first, shuts them down and rejects. */
+async function startRuntimes(runtimes: RuntimeSet, signal?: AbortSignal): Promise<void> {
+  const started = runtimes.start();
+  if (!signal) return started;
+  const { promise: aborted, reject } = Promise.withResolvers<never>();
+  const onAbort = () => reject(new Error("startup was interrupted by a shutdown request"));
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await Promise.race([started, aborted]);
+  } catch (error) {
+    if (signal.aborted) await runtimes.shutdown();
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
 }
 
 /** Waits for `promise` at most `ms`; true when it settled in time. */

@@ -125,6 +125,18 @@ Deno.test("SIGINT lets a run in flight finish, then exits 0", async () => {
   assertEquals((await service.child.status).code, 0);
 });
 
+Deno.test("SIGTERM while runtimes are still starting stops them and exits 0", async () => {
+  const seconds = `62.${crypto.getRandomValues(new Uint32Array(1))[0]}`;
+  await using service = spawnService(ENTRY, { FAAS_TEST_RUNTIMES: `stuck:${seconds}` });
+  const line = await service.stderr.waitFor((text) => text.startsWith('{"spawned"'), "a child");
+  const pid = JSON.parse(line).spawned as number;
+  assert(alive(pid));
+  service.child.kill("SIGTERM");
+  assertEquals((await service.child.status).code, 0);
+  assert(!alive(pid), "the child started during startup is gone");
+  assertEquals(sleepsRunning(seconds), []);
+});
+
 async function startFailure(entry: string, env: Record<string, string>): Promise<string> {
   await using service = spawnService(entry, env);
   const status = await service.child.status;

@@ -1,8 +1,9 @@
 /**
  * Starts the service through `main()` with test runtimes, for tests that need a real
  * process (signals, exit codes). `FAAS_TEST_RUNTIMES` picks them: `default` (echo for
- * JavaScript/TypeScript, a process-spawning runtime for Python), `none`, or `broken`
- * (a runtime whose start fails).
+ * JavaScript/TypeScript, a process-spawning runtime for Python), `none`, `broken`
+ * (a runtime whose start fails), or `stuck:<seconds>` (a runtime that spawns
+ * `sleep <seconds>` while starting and never finishes starting).
  *
  * @module
  */
@@ -22,6 +23,13 @@ function registrations(kind: string): RuntimeRegistration[] {
       return [broken.registration()];
     }
     default:
+      if (kind.startsWith("stuck:")) {
+        const startChild = kind.slice("stuck:".length);
+        return [{
+          languages: ["javascript", "typescript", "python"],
+          create: () => new SpawnRuntime(["javascript", "typescript", "python"], { startChild }),
+        }];
+      }
       return [
         new EchoRuntime(["javascript", "typescript"]).registration(),
         { languages: ["python"], create: () => new SpawnRuntime(["python"]) },

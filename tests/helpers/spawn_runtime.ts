@@ -24,13 +24,21 @@ export class SpawnRuntime implements Runtime {
   #children = new Map<number, Deno.ChildProcess>();
   #stopped = false;
 
-  /** Creates a runtime serving `languages`. */
-  constructor(languages: readonly Language[]) {
+  #startChild: string | undefined;
+
+  /**
+   * Creates a runtime serving `languages`. With `startChild`, `start()` spawns
+   * `sleep <startChild>` and never finishes, like a runtime stuck booting its sandboxes.
+   */
+  constructor(languages: readonly Language[], options: { startChild?: string } = {}) {
     this.languages = languages;
+    this.#startChild = options.startChild;
   }
 
   start(): Promise<void> {
-    return Promise.resolve();
+    if (this.#startChild === undefined) return Promise.resolve();
+    this.#spawn(this.#startChild);
+    return new Promise(() => {});
   }
 
   async run(job: RunJob): Promise<RunOutcome> {
@@ -48,15 +56,7 @@ export class SpawnRuntime implements Runtime {
       error,
     });
     if (seconds === undefined) return outcome("success");
-    const child = new Deno.Command("sleep", {
-      args: [seconds],
-      detached: true,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    this.#children.set(child.pid, child);
-    console.error(JSON.stringify({ spawned: child.pid }));
+    const child = this.#spawn(seconds);
     const timer = setTimeout(() => this.#kill(child.pid), job.timeoutMs);
     try {
       const status = await child.status;
@@ -86,6 +86,19 @@ export class SpawnRuntime implements Runtime {
     const children = [...this.#children.values()];
     for (const child of children) this.#kill(child.pid);
     await Promise.all(children.map((child) => child.status));
+  }
+
+  #spawn(seconds: string): Deno.ChildProcess {
+    const child = new Deno.Command("sleep", {
+      args: [seconds],
+      detached: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    this.#children.set(child.pid, child);
+    console.error(JSON.stringify({ spawned: child.pid }));
+    return child;
   }
 
   #kill(pid: number): void {
