@@ -2,10 +2,10 @@
 #
 # faas-sandbox: runs untrusted JavaScript, TypeScript and Python snippets over HTTP.
 #
-#   docker build -t faas-sandbox .
-#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp:size=512m,mode=1777 \
+#   docker build -t faas-sandbox:0.1.0 .
+#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp:size=1g,mode=1777,noexec,nosuid,nodev \
 #     --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add CHOWN \
-#     --cap-add DAC_OVERRIDE --security-opt no-new-privileges faas-sandbox
+#     --cap-add DAC_OVERRIDE --security-opt no-new-privileges --stop-timeout 45 faas-sandbox:0.1.0
 #
 # Extra Python packages for user code: --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"
 # Full guide: deploy/README.md.
@@ -53,7 +53,8 @@ RUN deno install --frozen --entrypoint main.ts $(find src -name '*.ts' ! -name '
 # ---------------------------------------------------------------------------------------------
 # Stage 3: the runtime image.
 FROM ${DEBIAN_IMAGE}
-# Space-separated pip requirement specifiers, installed into the system python3 for user code.
+# Space-separated pip requirement specifiers, installed into the system python3 for user code
+# (/usr/local/lib/python3.11/dist-packages, which the Python sandbox keeps on sys.path).
 ARG PYTHON_PACKAGES=""
 RUN set -eux; \
     apt-get update; \
