@@ -5,8 +5,9 @@
  * it had accepted, then exit 0) and another SIGKILLed. Every request must end
  * 200 with the right output.
  *
- * Each instance runs as pid 1 of its own pid namespace (as in a container), so
- * killing it also ends every sandbox process it started: nothing is left behind.
+ * Each instance runs as pid 1 of its own pid namespace with a private /tmp (as in
+ * a container), so killing it also ends every sandbox process it started and drops
+ * its temp files: nothing is left behind.
  */
 
 import assert from "node:assert/strict";
@@ -137,6 +138,12 @@ function startInstance(name: string, env: Record<string, string>): Instance {
       "--mount-proc",
       "--kill-child",
       "--",
+      "sh",
+      "-c",
+      // A private /tmp, as in a container: whatever the instance leaves there, even when it is
+      // SIGKILLed, goes away with its mount namespace. exec keeps the service pid 1.
+      'mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp && exec "$@"',
+      "sh",
       Deno.execPath(),
       "run",
       "--allow-all",
