@@ -714,8 +714,8 @@ def outcome(spare, report):
     elif signaled:
         if sig == signal.SIGXCPU:
             event.update(status="timeout", exit_code=code, error="cpu time limit exceeded")
-        elif sig == signal.SIGKILL or (sig == signal.SIGABRT and (
-                "MemoryError" in err_text or "Cannot allocate memory" in err_text)):
+        elif sig == signal.SIGABRT and (
+                "MemoryError" in err_text or "Cannot allocate memory" in err_text):
             event.update(status="memory_limit", exit_code=code,
                          error="memory limit of %d MB exceeded" % (MEMORY_LIMIT >> 20))
         else:

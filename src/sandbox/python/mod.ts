@@ -39,7 +39,10 @@ export interface PythonRuntimeOptions {
   fileSizeLimitBytes?: number;
   /** RLIMIT_NPROC of a run's uid (processes and threads); default 64. */
   maxProcesses?: number;
-  /** First uid of the runners' uid range; default 61000. */
+  /**
+   * First uid of the runners' uid range (up to 256 uids). Default: derived from the pid, so
+   * two services on one host are unlikely to share uids.
+   */
   uidBase?: number;
 }
 
@@ -50,6 +53,8 @@ const PING_TIMEOUT_MS = 2_000;
 /** How long a spare may take to be forked before the server is suspected. */
 const SPARE_TIMEOUT_MS = 5_000;
 const VALIDATE_TIMEOUT_MS = 10_000;
+/** Most runner processes (each with its own uid) one fork server keeps at once. */
+const MAX_SLOTS = 256;
 
 /** Builds the Python runtime (languages `["python"]`); does not start it. */
 export function createPythonRuntime(
@@ -238,8 +243,8 @@ class PythonRuntime implements Runtime {
     const config: ForkServerConfig = {
       memory_limit_mb: settings.memoryLimitMb,
       max_output_bytes: settings.maxOutputBytes,
-      max_slots: 2 * settings.maxInstances + settings.poolSize + 8,
-      uid_base: this.#options.uidBase ?? 61_000,
+      max_slots: Math.min(MAX_SLOTS, 2 * settings.maxInstances + settings.poolSize + 8),
+      uid_base: this.#options.uidBase ?? 200_000 + (Deno.pid % 4096) * MAX_SLOTS,
       file_size_limit_bytes: this.#options.fileSizeLimitBytes ?? 64 * 1024 * 1024,
       max_processes: this.#options.maxProcesses ?? 64,
       max_open_files: 256,
