@@ -30,27 +30,60 @@ export function job(code: string, extra: Partial<RunJob> = {}): RunJob {
   return { taskId: `t${++counter}`, language: "python", code, timeoutMs: 5_000, ...extra };
 }
 
-/** Pids of live processes whose real uid lies in `[first, first + count)`. */
-export async function processesOfUids(first: number, count: number): Promise<number[]> {
-  const found: number[] = [];
+interface ProcessInfo {
+  pid: number;
+  ppid: number;
+  uid: number;
+  cmdline: string;
+}
+
+/** Live (non-zombie) processes of this machine. */
+export async function listProcesses(): Promise<ProcessInfo[]> {
+  const found: ProcessInfo[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
-    let status: string;
     try {
-      status = await Deno.readTextFile(`/proc/${entry.name}/status`);
+      const status = await Deno.readTextFile(`/proc/${entry.name}/status`);
+      if (/^State:\s+Z/m.test(status)) continue;
+      const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
+      found.push({
+        pid: Number(entry.name),
+        ppid: Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+        uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+        cmdline,
+      });
     } catch {
-      continue;
+      // gone meanwhile
     }
-    const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1);
-    const state = /^State:\s+(\w)/m.exec(status)?.[1];
-    if (uid >= first && uid < first + count && state !== "Z") found.push(Number(entry.name));
   }
   return found;
 }
 
+/** Pids of the fork servers started by this process. */
+export async function forkServerPids(): Promise<number[]> {
+  return (await listProcesses())
+    .filter((p) => p.ppid === Deno.pid && p.cmdline.includes("The Python fork server"))
+    .map((p) => p.pid);
+}
+
 /**
- * Waits until no process of the uid range is left; rejects after `timeoutMs`. Cleanup runs
- * after the answer and there is no event for "a process of uid N exited", so this polls.
+ * Processes of the uid range that are not a warm spare's runner (a runner's parent is a
+ * keeper, whose parent is a fork server): what a run left behind.
+ */
+export async function leftoverProcesses(first: number, count: number): Promise<number[]> {
+  const processes = await listProcesses();
+  const byPid = new Map(processes.map((p) => [p.pid, p]));
+  const servers = new Set(await forkServerPids());
+  return processes.filter((p) => {
+    if (p.uid < first || p.uid >= first + count) return false;
+    const keeper = byPid.get(p.ppid);
+    return !(keeper && keeper.uid === 0 && servers.has(keeper.ppid));
+  }).map((p) => p.pid);
+}
+
+/**
+ * Waits until a run left no process behind; rejects after `timeoutMs`. Cleanup runs after
+ * the answer and there is no event for "process N exited" to await here, so this polls.
  */
 export async function assertNoProcessesLeft(
   first: number,
@@ -59,7 +92,7 @@ export async function assertNoProcessesLeft(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
-    const left = await processesOfUids(first, count);
+    const left = await leftoverProcesses(first, count);
     if (left.length === 0) return;
     if (Date.now() > deadline) {
       throw new Error(`expected no sandbox processes left, found pids ${left.join(", ")}`);

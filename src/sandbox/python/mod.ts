@@ -120,6 +120,8 @@ class PythonRuntime implements Runtime {
   #nextId = 1;
   #closed = false;
   #started = false;
+  /** Servers under suspicion of hanging, with the ping that decides. */
+  #suspicions = new Map<ForkServer, Promise<boolean>>();
 
   constructor(settings: RuntimeSettings, options: PythonRuntimeOptions) {
     this.#settings = settings;
@@ -161,17 +163,34 @@ class PythonRuntime implements Runtime {
   }
 
   async run(job: RunJob): Promise<RunOutcome> {
-    const sandbox = await this.#pool.acquire(job.tenant);
-    if (!sandbox.claim()) {
-      this.#pool.release(sandbox, false);
-      throw new SandboxStartError("python sandbox ended before the run");
-    }
+    const sandbox = await this.#acquireLive(job.tenant);
     try {
       return await this.#execute(sandbox, job);
     } finally {
       sandbox.finish();
       this.#pool.release(sandbox, false);
     }
+  }
+
+  /** Leases a spare whose server is alive; spares of a dead server are skipped. */
+  async #acquireLive(tenant: string | undefined): Promise<PythonSandbox> {
+    let reason = "no live sandbox";
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const sandbox = await this.#pool.acquire(tenant);
+      const suspicion = this.#suspicions.get(sandbox.server);
+      if (suspicion && !(await suspicion)) {
+        reason = "its fork server stopped answering";
+      } else if (!sandbox.server.alive) {
+        reason = "its fork server died";
+      } else if (sandbox.claim()) {
+        return sandbox;
+      } else {
+        reason = "the spare ended before the run";
+      }
+      sandbox.finish();
+      this.#pool.release(sandbox, false);
+    }
+    throw new SandboxStartError(`python sandbox failed to start: ${reason}`);
   }
 
   async validate(code: string, _language: Language): Promise<ValidationResult> {
@@ -197,7 +216,7 @@ class PythonRuntime implements Runtime {
       if (error instanceof ForkServerGone) {
         throw new SandboxStartError(`python syntax check failed: ${error.message}`);
       }
-      this.#suspect(server);
+      void this.#suspect(server);
       throw error;
     } finally {
       clearTimeout(handle);
@@ -276,7 +295,7 @@ class PythonRuntime implements Runtime {
     const timer = Promise.withResolvers<never>();
     const handle = setTimeout(() => {
       timer.reject(new Error("the python fork server did not fork a spare in time"));
-      this.#suspect(server);
+      void this.#suspect(server);
     }, SPARE_TIMEOUT_MS);
     try {
       const pid = await Promise.race([server.spare(id, ended.resolve), timer.promise]);
@@ -311,7 +330,7 @@ class PythonRuntime implements Runtime {
     }
     if (event === "overdue") {
       killGroup(sandbox.pid);
-      this.#suspect(server);
+      void this.#suspect(server);
       return this.#failure(
         sandbox,
         startedAt,
@@ -367,11 +386,17 @@ class PythonRuntime implements Runtime {
   }
 
   /** Replaces the server when it does not answer a ping: a hung server must not stall runs. */
-  #suspect(server: ForkServer): void {
-    if (!server.alive) return;
-    server.ping(this.#nextId++, PING_TIMEOUT_MS).then((alive) => {
+  #suspect(server: ForkServer): Promise<boolean> {
+    if (!server.alive) return Promise.resolve(false);
+    const pending = this.#suspicions.get(server);
+    if (pending) return pending;
+    const check = server.ping(this.#nextId++, PING_TIMEOUT_MS).then((alive) => {
+      this.#suspicions.delete(server);
       if (!alive) server.kill("the python fork server stopped answering");
+      return alive;
     });
+    this.#suspicions.set(server, check);
+    return check;
   }
 }
 
