@@ -67,18 +67,14 @@ export async function forkServerPids(): Promise<number[]> {
 }
 
 /**
- * Processes of the uid range that are not a warm spare's runner (a runner's parent is a
- * keeper, whose parent is a fork server): what a run left behind.
+ * Processes of the uid range that are not a warm spare (a spare's parent is a fork server):
+ * what a run left behind.
  */
 export async function leftoverProcesses(first: number, count: number): Promise<number[]> {
   const processes = await listProcesses();
-  const byPid = new Map(processes.map((p) => [p.pid, p]));
   const servers = new Set(await forkServerPids());
-  return processes.filter((p) => {
-    if (p.uid < first || p.uid >= first + count) return false;
-    const keeper = byPid.get(p.ppid);
-    return !(keeper && keeper.uid === 0 && servers.has(keeper.ppid));
-  }).map((p) => p.pid);
+  return processes.filter((p) => p.uid >= first && p.uid < first + count && !servers.has(p.ppid))
+    .map((p) => p.pid);
 }
 
 /**

@@ -1,9 +1,9 @@
 # The Python fork server: stays warm, forks one sandboxed child per run.
 #
 # Protocol: newline-delimited JSON. Requests arrive on stdin, events leave on stdout.
-# Every child ("spare") is forked ahead of demand, sandboxed, and waits for its job on a
-# pipe; a run only sends it the code. Each spare is two processes: a root "keeper" that
-# waits and cleans up, and the "runner" that drops privileges and runs the user code.
+# Every child ("spare") is forked ahead of demand, sandboxed (own session and pid
+# namespace, rlimits, own uid, seccomp, private temp dir), and waits for its job on a pipe;
+# a run only sends it the code.
 #
 # This process holds no secrets and imports only what the children need, since they
 # inherit its memory.
@@ -15,6 +15,7 @@ import io
 import json
 import linecache
 import os
+import resource
 import select
 import shutil
 import signal
@@ -42,6 +43,8 @@ SECCOMP_MODE_FILTER = 2
 PR_SET_CHILD_SUBREAPER = 36
 
 LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.syscall.restype = ctypes.c_long
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
 OUT_FD = 1
 READ_CHUNK = 65536
@@ -143,11 +146,27 @@ def drop_privileges(uid):
     os.setresuid(uid, uid, uid)
 
 
+def fork_spare():
+    """Forks a spare: with the pidns layer as init of a new pid namespace, so that everything
+    the run starts dies with it. A raw clone(CLONE_NEWPID): os.fork cannot make one per child.
+    The server is single-threaded and holds no lock here, so skipping os.fork's hooks is safe."""
+    if not LAYERS["pidns"]:
+        return os.fork()
+    pid = LIBC.syscall(SYS_CLONE, CLONE_NEWPID | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, "clone(CLONE_NEWPID): " + os.strerror(errno))
+    return pid
+
+
 def probe_pidns():
-    unshare(CLONE_NEWPID)
-    pid = os.fork()
+    if SYS_CLONE is None:
+        return False
+    pid = LIBC.syscall(SYS_CLONE, CLONE_NEWPID | signal.SIGCHLD, 0, 0, 0, 0)
     if pid == 0:
         os._exit(0 if os.getpid() == 1 else 1)
+    if pid < 0:
+        return False
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
 
@@ -193,7 +212,7 @@ def probe():
             except OSError:
                 pass
         LAYERS["uid"] = "uid" not in LAYERS_OFF
-        LAYERS["pidns"] = "pidns" not in LAYERS_OFF and probe_child(probe_pidns)
+        LAYERS["pidns"] = "pidns" not in LAYERS_OFF and probe_pidns()
         if LAYERS["uid"]:
             for path in probe_unreadable_paths():
                 PATH_FDS[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -348,12 +367,15 @@ def execute(job, result_fd):
             os.close(fd)
         except OSError:
             pass
+    try:  # after the answer, off its path
+        os.rmdir(job["tmpdir"])
+    except OSError:
+        shutil.rmtree(job["tmpdir"], ignore_errors=True)
     os._exit(exit_code & 0xFF)
 
 
 def set_limits():
     """Address space, file size, open files, core dumps and (as root) processes."""
-    import resource
     limits = [
         (resource.RLIMIT_AS, MEMORY_LIMIT),
         (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT),
@@ -364,6 +386,17 @@ def set_limits():
         limits.append((resource.RLIMIT_NPROC, MAX_PROCS))
     for which, value in limits:
         resource.setrlimit(which, (value, value))
+
+
+# The runner's stdio, made before forking (on fds 0-2 as they will be in the child) so the
+# runner does not pay for building them.
+CHILD_STDIO = (
+    io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8"),
+    io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                     errors="backslashreplace"),
+    io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                     errors="backslashreplace", line_buffering=True),
+)
 
 
 def read_exactly(fd, size):
@@ -378,7 +411,6 @@ def read_exactly(fd, size):
 
 def runner(uid, tmpdir, job_fd, result_fd):
     """The sandboxed process: drops privileges, waits for its job, runs it."""
-    import resource
     set_limits()
     if LAYERS["uid"]:
         drop_privileges(uid)
@@ -389,66 +421,39 @@ def runner(uid, tmpdir, job_fd, result_fd):
     if LAYERS["seccomp"]:
         install_seccomp()
     remap_paths()
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = CHILD_STDIO
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = CHILD_STDIO
     sys.argv = [USER_FILE]
     header = read_exactly(job_fd, 8)
     if len(header) < 8:
         os._exit(0)  # the server retired this spare
     job = json.loads(read_exactly(job_fd, int.from_bytes(header, "big")))
+    job["tmpdir"] = tmpdir
     os.close(job_fd)
     cpu = max(1, -(-job["timeout_ms"] // 1000) + 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     execute(job, result_fd)
 
 
-def keeper(slot, tmpdir, fds):
-    """Root process of a spare: forks the runner in its own pid namespace, waits for it,
-    then ends the way the runner ended so the server sees the runner's status."""
+def close_all_but(keep):
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def spare_main(slot, tmpdir, fds):
+    """A spare, right after the fork: its own session, fresh stdio, none of the server's fds."""
     job_r, res_w, out_w, err_w = fds
     os.setsid()
-    keep = {job_r, res_w, *PATH_FDS.values()}
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
-    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
-        fd = int(fd)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    for fd in PATH_FDS.values():
-        os.set_inheritable(fd, True)
-    if LAYERS["pidns"]:
-        unshare(CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            runner(UID_BASE + slot, tmpdir, job_r, res_w)
-        finally:
-            os._exit(70)
-    os.close(job_r)
-    os.close(res_w)
-    null = os.open("/dev/null", os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    close_all_but({job_r, res_w, *PATH_FDS.values()})
+    runner(UID_BASE + slot, tmpdir, job_r, res_w)
 
 
 # ---------------------------------------------------------------- the server loop
@@ -513,7 +518,7 @@ def make_spare(sid):
         if IS_ROOT:
             os.chown(tmpdir, UID_BASE + slot, UID_BASE + slot)
         pipes = [os.pipe() for _ in range(4)]
-        pid = os.fork()
+        pid = fork_spare()
     except OSError as exc:
         FREE_SLOTS.append(slot)
         for r, w in pipes:
@@ -525,7 +530,7 @@ def make_spare(sid):
     (job_r, job_w), (res_r, res_w), (out_r, out_w), (err_r, err_w) = pipes
     if pid == 0:
         try:
-            keeper(slot, tmpdir, (job_r, res_w, out_w, err_w))
+            spare_main(slot, tmpdir, (job_r, res_w, out_w, err_w))
         finally:
             os._exit(71)
     for fd in (job_r, res_w, out_w, err_w):
@@ -626,7 +631,7 @@ def reap():
         if pid == 0:
             return
         owner = CHILDREN.pop(pid, None)
-        if owner is None:
+        if owner is None or owner == "cleaner":
             continue
         owner.status = status
         unwatch(owner.pidfd)
@@ -667,9 +672,27 @@ def release(spare):
     except FileNotFoundError:
         pass
     except OSError:
-        shutil.rmtree(spare.tmpdir, ignore_errors=True)
+        remove_in_background(spare.tmpdir)
     if SPARES.pop(spare.sid, None) is not None:
         FREE_SLOTS.append(spare.slot)
+
+
+def remove_in_background(path):
+    """Removes a run's leftover files in a child, so a million files cannot stall the server."""
+    try:
+        pid = os.fork()
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    if pid == 0:
+        try:
+            close_all_but(set())
+            os.close(0)
+            os.close(1)
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os._exit(0)
+    CHILDREN[pid] = "cleaner"
 
 
 def parse_report(spare):
@@ -738,7 +761,6 @@ def outcome(spare, report):
 
 
 def validation_child(code, write_fd):
-    import resource
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     result = {"ok": True}
     try:
@@ -759,7 +781,9 @@ def start_validation(request):
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(read_fd)
+            close_all_but({write_fd})
+            os.close(0)
+            os.close(1)
             validation_child(request["code"], write_fd)
         finally:
             os._exit(0)
@@ -865,7 +889,7 @@ def shutdown():
 def main():
     global BASE_DIR
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of killed keepers come back here
+    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
     probe()
     BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
     os.mkdir(BASE_DIR, 0o711)
