@@ -70,11 +70,11 @@ export async function forkServerPids(): Promise<number[]> {
  * Processes of the uid range that are not a warm spare (a spare's parent is a fork server):
  * what a run left behind.
  */
-export async function leftoverProcesses(first: number, count: number): Promise<number[]> {
+export async function leftoverProcesses(first: number, count: number): Promise<string[]> {
   const processes = await listProcesses();
   const servers = new Set(await forkServerPids());
   return processes.filter((p) => p.uid >= first && p.uid < first + count && !servers.has(p.ppid))
-    .map((p) => p.pid);
+    .map((p) => `${p.pid} (uid ${p.uid}, parent ${p.ppid}: ${p.cmdline.slice(0, 40)})`);
 }
 
 /**
@@ -91,7 +91,7 @@ export async function assertNoProcessesLeft(
     const left = await leftoverProcesses(first, count);
     if (left.length === 0) return;
     if (Date.now() > deadline) {
-      throw new Error(`expected no sandbox processes left, found pids ${left.join(", ")}`);
+      throw new Error(`expected no sandbox processes left, found ${left.join(", ")}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

@@ -32,6 +32,7 @@ UID_BASE = CONFIG["uid_base"]
 FILE_SIZE_LIMIT = CONFIG["file_size_limit_bytes"]
 MAX_PROCS = CONFIG["max_processes"]
 MAX_FILES = CONFIG["max_open_files"]
+MAX_INODES = CONFIG.get("max_inodes", 4096)
 USER_FILE = "main.py"
 LAYERS_OFF = set(CONFIG.get("layers_off", ()))  # for tests of the fallbacks
 
@@ -41,9 +42,14 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+AF_UNIX = 1
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.syscall.restype = ctypes.c_long
+LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                       ctypes.c_char_p]
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
 OUT_FD = 1
@@ -60,8 +66,9 @@ def send(event):
 
 # ---------------------------------------------------------------- seccomp (no inet sockets)
 
-def seccomp_program():
-    """BPF program refusing inet sockets and io_uring; None on an unknown architecture."""
+def seccomp_program(allow_unix):
+    """BPF program: socket() only for AF_UNIX (when `allow_unix`), so no inet, inet6, vsock,
+    netlink or packet sockets; no io_uring; no foreign ABI. None on an unknown architecture."""
     machine = os.uname().machine
     if machine == "x86_64":
         arch, nr_socket, nr_io_uring, x32 = 0xC000003E, 41, 425, True
@@ -83,8 +90,7 @@ def seccomp_program():
         (jeq_k, 1, 0, nr_socket),
         (ret_k, 0, 0, allow),
         (ld_w_abs, 0, 0, 16),  # args[0]: address family
-        (jeq_k, 2, 0, 2),  # AF_INET
-        (jeq_k, 1, 0, 10),  # AF_INET6
+        (jeq_k, 0, 1, AF_UNIX if allow_unix else 0xFFFFFFFF),
         (ret_k, 0, 0, allow),
         (ret_k, 0, 0, deny),
     ]
@@ -100,7 +106,7 @@ def seccomp_program():
     return SockFprog(len(prog), filters), filters
 
 
-SECCOMP = seccomp_program()
+SECCOMP = None  # built once the probe knows whether a network namespace hides AF_UNIX peers
 
 
 def install_seccomp():
@@ -121,8 +127,8 @@ def unshare(flags):
 # ---------------------------------------------------------------- isolation probe
 
 IS_ROOT = os.geteuid() == 0
-LAYERS = {"rlimits": True, "uid": False, "netns": False, "pidns": False, "seccomp": False,
-          "tmpdir": True}
+LAYERS = {"rlimits": True, "uid": False, "netns": False, "pidns": False, "mountns": False,
+          "seccomp": False, "tmpdir": True}
 PATH_FDS = {}  # sys.path entry -> directory fd, for entries the sandbox uid cannot read
 
 
@@ -171,6 +177,32 @@ def probe_pidns():
     return os.waitstatus_to_exitcode(status) == 0
 
 
+def mount(source, target, fstype, flags, data):
+    if LIBC.mount(source, target, fstype, flags, data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, "mount %s: %s" % (target.decode(), os.strerror(errno)))
+
+
+def private_mounts(uid, with_proc):
+    """A mount namespace with a fresh size-limited /tmp (the run's cwd) and /dev/shm, and,
+    inside a pid namespace, a /proc that shows only the run's own processes."""
+    unshare(CLONE_NEWNS)
+    mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    size = "size=%d,nr_inodes=%d,mode=0700,uid=%d,gid=%d" % (
+        FILE_SIZE_LIMIT + (1 << 20), MAX_INODES, uid, uid)
+    flags = MS_NOSUID | MS_NODEV
+    mount(b"tmpfs", b"/tmp", b"tmpfs", flags, size.encode())
+    if os.path.isdir("/dev/shm"):
+        mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, size.encode())
+    if with_proc:
+        mount(b"proc", b"/proc", b"proc", flags | MS_NOEXEC, None)
+
+
+def probe_mountns():
+    private_mounts(0, False)
+    return os.listdir("/tmp") == []
+
+
 def probe_seccomp():
     import socket
     install_seccomp()
@@ -216,6 +248,10 @@ def probe():
         if LAYERS["uid"]:
             for path in probe_unreadable_paths():
                 PATH_FDS[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        LAYERS["mountns"] = "mountns" not in LAYERS_OFF and probe_child(probe_mountns)
+    global SECCOMP
+    # Abstract AF_UNIX sockets are per network namespace: allowed only inside our own.
+    SECCOMP = seccomp_program(allow_unix=LAYERS["netns"])
     LAYERS["seccomp"] = "seccomp" not in LAYERS_OFF and probe_child(probe_seccomp)
 
 
@@ -367,10 +403,11 @@ def execute(job, result_fd):
             os.close(fd)
         except OSError:
             pass
-    try:  # after the answer, off its path
-        os.rmdir(job["tmpdir"])
-    except OSError:
-        shutil.rmtree(job["tmpdir"], ignore_errors=True)
+    if job["tmpdir"]:
+        try:  # after the answer, off its path
+            os.rmdir(job["tmpdir"])
+        except OSError:
+            shutil.rmtree(job["tmpdir"], ignore_errors=True)
     os._exit(exit_code & 0xFF)
 
 
@@ -411,6 +448,9 @@ def read_exactly(fd, size):
 
 def runner(uid, tmpdir, job_fd, result_fd):
     """The sandboxed process: drops privileges, waits for its job, runs it."""
+    if LAYERS["mountns"]:
+        private_mounts(uid, LAYERS["pidns"])
+        tmpdir = "/tmp"
     set_limits()
     if LAYERS["uid"]:
         drop_privileges(uid)
@@ -428,7 +468,7 @@ def runner(uid, tmpdir, job_fd, result_fd):
     if len(header) < 8:
         os._exit(0)  # the server retired this spare
     job = json.loads(read_exactly(job_fd, int.from_bytes(header, "big")))
-    job["tmpdir"] = tmpdir
+    job["tmpdir"] = None if LAYERS["mountns"] else tmpdir  # a private tmpfs goes by itself
     os.close(job_fd)
     cpu = max(1, -(-job["timeout_ms"] // 1000) + 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -511,12 +551,13 @@ def make_spare(sid):
         send({"ev": "spare_failed", "id": sid, "error": "no free sandbox slot"})
         return
     slot = FREE_SLOTS.pop()
-    tmpdir = os.path.join(BASE_DIR, "r%d" % sid)
+    tmpdir = None if LAYERS["mountns"] else os.path.join(BASE_DIR, "r%d" % sid)
     pipes = []
     try:
-        os.mkdir(tmpdir, 0o700)
-        if IS_ROOT:
-            os.chown(tmpdir, UID_BASE + slot, UID_BASE + slot)
+        if tmpdir:
+            os.mkdir(tmpdir, 0o700)
+            if LAYERS["uid"]:
+                os.chown(tmpdir, UID_BASE + slot, UID_BASE + slot)
         pipes = [os.pipe() for _ in range(4)]
         pid = fork_spare()
     except OSError as exc:
@@ -524,7 +565,8 @@ def make_spare(sid):
         for r, w in pipes:
             os.close(r)
             os.close(w)
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
         send({"ev": "spare_failed", "id": sid, "error": str(exc)})
         return
     (job_r, job_w), (res_r, res_w), (out_r, out_w), (err_r, err_w) = pipes
@@ -667,12 +709,13 @@ def release(spare):
     if spare.job_w is not None:
         os.close(spare.job_w)
         spare.job_w = None
-    try:
-        os.rmdir(spare.tmpdir)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        remove_in_background(spare.tmpdir)
+    if spare.tmpdir:
+        try:
+            os.rmdir(spare.tmpdir)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            remove_in_background(spare.tmpdir)
     if SPARES.pop(spare.sid, None) is not None:
         FREE_SLOTS.append(spare.slot)
 
@@ -886,14 +929,30 @@ def shutdown():
         shutil.rmtree(BASE_DIR, ignore_errors=True)
 
 
+def remove_stale_dirs():
+    """Removes the run dirs of fork servers that were killed before they could clean up."""
+    root = CONFIG["tmp_root"]
+    for name in os.listdir(root):
+        if not name.startswith("faas-python-") or not name[12:].isdigit():
+            continue
+        try:
+            os.kill(int(name[12:]), 0)
+        except ProcessLookupError:
+            remove_in_background(os.path.join(root, name))
+        except OSError:
+            pass
+
+
 def main():
     global BASE_DIR
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
     probe()
-    BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
-    os.mkdir(BASE_DIR, 0o711)
-    os.chmod(BASE_DIR, 0o711)
+    remove_stale_dirs()
+    if not LAYERS["mountns"]:
+        BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
+        os.mkdir(BASE_DIR, 0o711)
+        os.chmod(BASE_DIR, 0o711)  # runners reach their own dir, cannot list the others
     gc.collect()
     gc.freeze()
     send({"ev": "ready", "version": sys.version.split()[0], "isolation": LAYERS,

@@ -27,6 +27,7 @@ export const PYTHON_ISOLATION_LAYERS = [
   "uid",
   "netns",
   "pidns",
+  "mountns",
   "seccomp",
   "tmpdir",
 ] as const;
