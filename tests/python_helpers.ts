@@ -34,6 +34,7 @@ interface ProcessInfo {
   pid: number;
   ppid: number;
   uid: number;
+  state: string;
   cmdline: string;
 }
 
@@ -50,6 +51,7 @@ export async function listProcesses(): Promise<ProcessInfo[]> {
         pid: Number(entry.name),
         ppid: Number(/^PPid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
         uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+        state: /^State:\s+(\w)/m.exec(status)?.[1] ?? "?",
         cmdline,
       });
     } catch {
@@ -67,13 +69,15 @@ export async function forkServerPids(): Promise<number[]> {
 }
 
 /**
- * Processes of the uid range that are not a warm spare (a spare's parent is a fork server):
- * what a run left behind.
+ * Processes of the uid range that are not a warm spare (a spare is a fork of a fork server,
+ * waiting for its job): what a run left behind.
  */
 export async function leftoverProcesses(first: number, count: number): Promise<string[]> {
   const processes = await listProcesses();
   const servers = new Set(await forkServerPids());
-  return processes.filter((p) => p.uid >= first && p.uid < first + count && !servers.has(p.ppid))
+  const isSpare = (p: ProcessInfo) =>
+    servers.has(p.ppid) && p.state !== "R" && p.cmdline.includes("The Python fork server");
+  return processes.filter((p) => p.uid >= first && p.uid < first + count && !isSpare(p))
     .map((p) => `${p.pid} (uid ${p.uid}, parent ${p.ppid}: ${p.cmdline.slice(0, 40)})`);
 }
 

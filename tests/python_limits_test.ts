@@ -197,3 +197,51 @@ Deno.test({
     assert.deepEqual(await forkServerPids(), []);
   },
 });
+
+Deno.test({
+  name: "without pid and mount namespaces, escaped processes are still killed and dirs private",
+  ...opts,
+  fn: async () => {
+    const fallback = createPythonRuntime(testSettings({ poolSize: 1 }), {
+      uidBase: UID_BASE,
+      layersOff: ["pidns", "mountns"],
+    });
+    await fallback.start();
+    try {
+      const { isolation } = fallback.info();
+      assert.equal(isolation.pidns, false);
+      assert.equal(isolation.mountns, false);
+      const code = [
+        "import os, subprocess",
+        "subprocess.Popen(['sleep', '60'], start_new_session=True)",
+        "if os.fork() == 0:",
+        "    os.setsid()",
+        "    while True: pass",
+        "open('mine.txt', 'w').write('x')",
+        "os.getcwd()",
+      ].join("\n");
+      const out = await fallback.run(job(code));
+      assert.equal(out.status, "success", out.stderr);
+      const dir = JSON.parse(out.retVal) as string;
+      assert.match(dir, /^\/tmp\/faas-python-\d+\/r\d+$/);
+      await assertNoProcessesLeft(UID_BASE, 256);
+      const timedOut = await fallback.run(job(code.replace("os.getcwd()", "while True: pass"), {
+        timeoutMs: 300,
+      }));
+      assert.equal(timedOut.status, "timeout");
+      await assertNoProcessesLeft(UID_BASE, 256);
+      const thief = await fallback.run(job(
+        `import os\nfound = []\nfor p in (${
+          JSON.stringify(dir)
+        }, os.path.dirname(os.getcwd())):\n` +
+          "    try:\n        found += os.listdir(p)\n    except OSError:\n        pass\nfound",
+      ));
+      assert.equal(thief.retVal, "[]");
+      const ok = await fallback.run(job("1"));
+      assert.equal(ok.status, "success");
+      await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
+    } finally {
+      await fallback.shutdown();
+    }
+  },
+});

@@ -454,8 +454,6 @@ def runner(uid, tmpdir, job_fd, result_fd):
     set_limits()
     if LAYERS["uid"]:
         drop_privileges(uid)
-        if not LAYERS["pidns"]:
-            os.kill(-1, signal.SIGKILL)  # leftovers of an earlier run of this uid
     os.chdir(tmpdir)
     os.environ.clear()
     if LAYERS["seccomp"]:
@@ -673,6 +671,10 @@ def reap():
         if pid == 0:
             return
         owner = CHILDREN.pop(pid, None)
+        if isinstance(owner, Sweeper):
+            unwatch(owner.pidfd)
+            FREE_SLOTS.append(owner.slot)
+            continue
         if owner is None or owner == "cleaner":
             continue
         owner.status = status
@@ -716,8 +718,40 @@ def release(spare):
             pass
         except OSError:
             remove_in_background(spare.tmpdir)
-    if SPARES.pop(spare.sid, None) is not None:
+    if SPARES.pop(spare.sid, None) is None:
+        return
+    if LAYERS["uid"] and not LAYERS["pidns"]:
+        sweep_uid(spare.slot)  # frees the slot once every process of its uid is gone
+    else:
         FREE_SLOTS.append(spare.slot)
+
+
+class Sweeper:
+    def __init__(self, slot, pid):
+        self.slot = slot
+        self.pidfd = os.pidfd_open(pid)
+
+
+def sweep_uid(slot):
+    """Without a pid namespace, processes that left the run's group are found by uid: a child
+    takes that uid and kills everything it may signal, which is exactly that uid's processes."""
+    try:
+        pid = os.fork()
+    except OSError:
+        FREE_SLOTS.append(slot)
+        return
+    if pid == 0:
+        try:
+            close_all_but(set())
+            os.close(0)
+            os.close(1)
+            drop_privileges(UID_BASE + slot)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    sweeper = Sweeper(slot, pid)
+    CHILDREN[pid] = sweeper
+    watch(sweeper.pidfd, sweeper)
 
 
 def remove_in_background(path):
