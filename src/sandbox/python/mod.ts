@@ -160,6 +160,18 @@ class PythonRuntime implements Runtime {
       );
     }
     await this.#pool.start();
+    // One real run proves the whole path (uid drop, imports, limits) before we say ready.
+    const probe = await this.run({
+      taskId: "python-start-probe",
+      language: "python",
+      code: "import json\njson.dumps([1])",
+      timeoutMs: 10_000,
+    });
+    if (probe.status !== "success" || probe.retVal !== '"[1]"') {
+      await this.shutdown();
+      const detail = (probe.stderr || probe.error || probe.status).trim().split("\n").pop();
+      throw new Error(`python sandbox cannot run code on this host: ${detail}`);
+    }
     this.#started = true;
   }
 
