@@ -163,6 +163,19 @@ Deno.test({
 });
 
 Deno.test({
+  name: "source with a null byte is a clear error, not a crash",
+  ...opts,
+  fn: async () => {
+    const out = await runtime.run(job("x = 1\0"));
+    assert.equal(out.status, "error");
+    assert.equal(out.exitCode, 1);
+    assert.match(out.stderr, /null bytes/);
+    const checked = await runtime.validate("x = 1\0", "python");
+    assert.equal(checked.valid, false);
+  },
+});
+
+Deno.test({
   name: "sys.exit(n) sets the exit code; 0 and no argument are success",
   ...opts,
   fn: async () => {
@@ -278,6 +291,27 @@ Deno.test({
     const err = await runtime.run(job("import sys\nsys.stderr.write('e' * 100000)"));
     assert.equal(err.status, "output_limit");
     assert.equal(err.stderr.length, 64 * 1024);
+  },
+});
+
+Deno.test({
+  name: "concurrent runs each get their own output, input and return value",
+  ...opts,
+  fn: async () => {
+    const runs = Array.from({ length: 24 }, (_, i) =>
+      runtime.run(job(
+        "import time, sys\nprint('run', input)\nprint('err', input, file=sys.stderr)\n" +
+          "time.sleep(0.01 * (input % 3))\ninput * 2",
+        { input: i },
+      )));
+    const outs = await Promise.all(runs);
+    outs.forEach((out, i) => {
+      assert.equal(out.status, "success", out.stderr);
+      assert.equal(out.stdout, `run ${i}\n`);
+      assert.equal(out.stderr, `err ${i}\n`);
+      assert.equal(out.retVal, String(i * 2));
+    });
+    assert.equal(new Set(outs.map((out) => out.instanceId)).size, outs.length);
   },
 });
 

@@ -319,8 +319,8 @@ def exit_code_of(exc):
     code = exc.code
     if code is None:
         return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code
+    if isinstance(code, int):
+        return int(code)
     try:
         sys.stderr.write(str(code) + "\n")
     except Exception:
@@ -356,7 +356,7 @@ def execute(job, result_fd):
         sys.modules["__main__"] = module
         try:
             body, tail = compile_user(source)
-        except SyntaxError as exc:
+        except (SyntaxError, ValueError) as exc:  # ValueError: null bytes in the source
             sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
             kind, exit_code = "error", 1
         else:
