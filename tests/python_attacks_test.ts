@@ -8,7 +8,7 @@ import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import type { Runtime } from "../src/runtime.ts";
 import { assertNoProcessesLeft, forkServerPids, job, testSettings } from "./python_helpers.ts";
 
-const UID_BASE = 302_000;
+const UID_BASE = 1_502_000;
 const runtime = createPythonRuntime(testSettings({ maxInstances: 8 }), { uidBase: UID_BASE });
 const opts = { sanitizeOps: false, sanitizeResources: false };
 

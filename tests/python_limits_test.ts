@@ -8,7 +8,7 @@ import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import { SandboxStartError } from "../src/runtime.ts";
 import { assertNoProcessesLeft, forkServerPids, job, testSettings } from "./python_helpers.ts";
 
-const UID_BASE = 301_000;
+const UID_BASE = 1_501_000;
 const runtime = createPythonRuntime(testSettings(), { uidBase: UID_BASE });
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
