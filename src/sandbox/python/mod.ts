@@ -342,13 +342,15 @@ class PythonRuntime implements Runtime {
       clearTimeout(handle);
     }
     if (event === "overdue") {
+      // The server should have ended the run at its timeout: it is dead or hung.
       killGroup(sandbox.pid);
       void this.#suspect(server);
       return this.#failure(
         sandbox,
         startedAt,
-        "timeout",
-        `execution timed out after ${job.timeoutMs} ms`,
+        "crashed",
+        `the python fork server did not end the run at its ${job.timeoutMs} ms timeout; ` +
+          "the run was killed",
       );
     }
     if (event.ev === "start_failed") {
@@ -382,7 +384,7 @@ class PythonRuntime implements Runtime {
   #failure(
     sandbox: PythonSandbox,
     startedAt: number,
-    status: "crashed" | "timeout",
+    status: "crashed",
     error: string,
   ): RunOutcome {
     return {
@@ -390,7 +392,7 @@ class PythonRuntime implements Runtime {
       stderr: "",
       retVal: "",
       status,
-      exitCode: status === "timeout" ? 137 : 1,
+      exitCode: 137,
       durationMs: Math.round(performance.now() - startedAt),
       truncated: false,
       instanceId: sandbox.id,
