@@ -69,7 +69,7 @@ export function createPythonRuntime(
 class PythonSandbox implements Sandbox {
   readonly id: string;
   readonly exited: Promise<void>;
-  /** Pid of the spare's keeper, which is also its process group. */
+  /** Pid of the spare, which leads its own process group. */
   readonly pid: number;
   readonly server: ForkServer;
   readonly spareId: number;
@@ -151,26 +151,29 @@ class PythonRuntime implements Runtime {
     }
     this.#python = await resolvePython(this.#settings.pythonPath);
     this.#program = await readForkServerProgram();
-    await this.#ensureServer();
-    const missing = this.#settings.requireIsolation.filter((layer) => !this.#isolation[layer]);
-    if (missing.length > 0) {
+    try {
+      await this.#ensureServer();
+      const missing = this.#settings.requireIsolation.filter((layer) => !this.#isolation[layer]);
+      if (missing.length > 0) {
+        throw new Error(
+          `required isolation layer(s) ${missing.join(", ")} not available for python on this host`,
+        );
+      }
+      await this.#pool.start();
+      // One real run proves the whole path (uid drop, imports, limits) before we say ready.
+      const probe = await this.run({
+        taskId: "python-start-probe",
+        language: "python",
+        code: "import json\njson.dumps([1])",
+        timeoutMs: 10_000,
+      });
+      if (probe.status !== "success" || probe.retVal !== '"[1]"') {
+        const detail = (probe.stderr || probe.error || probe.status).trim().split("\n").pop();
+        throw new Error(`python sandbox cannot run code on this host: ${detail}`);
+      }
+    } catch (error) {
       await this.shutdown();
-      throw new Error(
-        `required isolation layer(s) ${missing.join(", ")} not available for python on this host`,
-      );
-    }
-    await this.#pool.start();
-    // One real run proves the whole path (uid drop, imports, limits) before we say ready.
-    const probe = await this.run({
-      taskId: "python-start-probe",
-      language: "python",
-      code: "import json\njson.dumps([1])",
-      timeoutMs: 10_000,
-    });
-    if (probe.status !== "success" || probe.retVal !== '"[1]"') {
-      await this.shutdown();
-      const detail = (probe.stderr || probe.error || probe.status).trim().split("\n").pop();
-      throw new Error(`python sandbox cannot run code on this host: ${detail}`);
+      throw error;
     }
     this.#started = true;
   }
