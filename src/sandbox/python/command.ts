@@ -43,7 +43,7 @@ export interface ForkServerCommand {
 export function forkServerCommand(
   python: string,
   program: string,
-  options: { config: ForkServerConfig; debug: boolean },
+  options: { config: ForkServerConfig },
 ): ForkServerCommand {
   return {
     command: python,
@@ -55,7 +55,7 @@ export function forkServerCommand(
       detached: true,
       stdin: "piped",
       stdout: "piped",
-      stderr: options.debug ? "inherit" : "null",
+      stderr: "piped",
     },
   };
 }

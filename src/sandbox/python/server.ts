@@ -72,16 +72,27 @@ export class ForkServer {
   #ready = Promise.withResolvers<ReadyEvent>();
   #alive = true;
   #deathReason = "the python fork server exited";
+  #debug: boolean;
+  /** The end of what the server wrote to stderr, to say why it died. */
+  #stderrTail = "";
 
-  private constructor(child: Deno.ChildProcess) {
+  private constructor(child: Deno.ChildProcess, debug: boolean) {
     this.#child = child;
+    this.#debug = debug;
     this.pid = child.pid;
     this.#writer = child.stdin.getWriter();
     this.#writer.closed.catch(() => {});
     this.#ready.promise.catch(() => {});
+    const stderr = this.#readStderr();
     this.exited = this.#readLoop().then(() => child.status).then(
-      () => this.#onDeath(),
-      () => this.#onDeath(),
+      async () => {
+        await stderr;
+        this.#onDeath();
+      },
+      () => {
+        this.kill("the python fork server's output could not be read");
+        this.#onDeath();
+      },
     );
   }
 
@@ -93,7 +104,7 @@ export class ForkServer {
   ): Promise<{ server: ForkServer; ready: ReadyEvent }> {
     const { command, options: commandOptions } = forkServerCommand(python, program, options);
     const child = new Deno.Command(command, commandOptions).spawn();
-    const server = new ForkServer(child);
+    const server = new ForkServer(child, options.debug);
     const timer = setTimeout(
       () => server.kill("the python fork server did not get ready in time"),
       options.readyTimeoutMs,
@@ -111,7 +122,7 @@ export class ForkServer {
     return this.#alive;
   }
 
-  /** Forks a spare; resolves with its keeper pid (its process group). */
+  /** Forks a spare; resolves with its pid (which leads its own process group). */
   async spare(id: number, onEnd: () => void): Promise<number> {
     this.#spareEnds.set(id, onEnd);
     const event = await this.#ask(`spare:${id}`, { op: "spare", id });
@@ -193,6 +204,19 @@ export class ForkServer {
     this.#writer.write(line).catch(() => this.kill("the python fork server stopped reading"));
   }
 
+  async #readStderr(): Promise<void> {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of this.#child.stderr) {
+        const text = decoder.decode(chunk, { stream: true });
+        if (this.#debug) console.error(text.trimEnd());
+        this.#stderrTail = (this.#stderrTail + text).slice(-2_000);
+      }
+    } catch {
+      // the stream ends with the process
+    }
+  }
+
   async #readLoop(): Promise<void> {
     const decoder = new TextDecoder();
     let buffered = "";
@@ -244,6 +268,10 @@ export class ForkServer {
   }
 
   #onDeath(): void {
+    if (this.#alive) {
+      const last = this.#stderrTail.trim().split("\n").pop();
+      if (last) this.#deathReason += `: ${last}`;
+    }
     this.#alive = false;
     const error = new ForkServerGone(this.#deathReason, true);
     this.#ready.reject(error);
