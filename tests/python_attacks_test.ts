@@ -25,7 +25,8 @@ Deno.test({
   fn: async () => {
     await runtime.start();
     const { isolation } = runtime.info();
-    for (const layer of ["rlimits", "uid", "netns", "pidns", "mountns", "seccomp", "tmpdir"]) {
+    const layers = ["rlimits", "uid", "netns", "pidns", "mountns", "rootfs", "seccomp", "tmpdir"];
+    for (const layer of layers) {
       assert.equal(isolation[layer], true, `expected layer ${layer}`);
     }
   },
@@ -40,6 +41,28 @@ Deno.test({
     assert.match(out.stderr, /PermissionError/);
     assert.equal(out.stdout, "");
     await assertHealthy();
+  },
+});
+
+Deno.test({
+  name: "attack: world-readable host files outside the system dirs are not visible",
+  ...opts,
+  fn: async () => {
+    const file = await Deno.makeTempFile({ dir: Deno.cwd(), prefix: ".faas_probe_" });
+    await Deno.writeTextFile(file, "host secret");
+    await Deno.chmod(file, 0o644);
+    try {
+      const code = "import os\nfound = []\nfor path in input:\n    try:\n" +
+        "        found.append(open(path).read())\n    except OSError as e:\n" +
+        "        found.append(type(e).__name__)\nfound";
+      const out = await runtime.run(job(code, { input: [file, "/work", "/root/.bashrc"] }));
+      assert.equal(out.status, "success", out.stderr);
+      assert.ok(!out.retVal.includes("host secret"), out.retVal);
+      assert.equal(JSON.parse(out.retVal)[0], "FileNotFoundError");
+      await assertHealthy();
+    } finally {
+      await Deno.remove(file);
+    }
   },
 });
 

@@ -43,7 +43,8 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x00020000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
 AF_UNIX = 1
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -128,7 +129,7 @@ def unshare(flags):
 
 IS_ROOT = os.geteuid() == 0
 LAYERS = {"rlimits": True, "uid": False, "netns": False, "pidns": False, "mountns": False,
-          "seccomp": False, "tmpdir": True}
+          "rootfs": False, "seccomp": False, "tmpdir": True}
 PATH_FDS = {}  # sys.path entry -> directory fd, for entries the sandbox uid cannot read
 
 
@@ -183,24 +184,97 @@ def mount(source, target, fstype, flags, data):
         raise OSError(errno, "mount %s: %s" % (target.decode(), os.strerror(errno)))
 
 
-def private_mounts(uid, with_proc):
+def private_mounts(uid, with_proc, new_root):
     """A mount namespace with a fresh size-limited /tmp (the run's cwd) and /dev/shm, and,
-    inside a pid namespace, a /proc that shows only the run's own processes."""
+    inside a pid namespace, a /proc that shows only the run's own processes. With `new_root`,
+    the run is then chrooted into a root that shows only system and interpreter dirs."""
     unshare(CLONE_NEWNS)
     mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
-    size = "size=%d,nr_inodes=%d,mode=0700,uid=%d,gid=%d" % (
-        FILE_SIZE_LIMIT + (1 << 20), MAX_INODES, uid, uid)
+    size = ("size=%d,nr_inodes=%d,mode=0700,uid=%d,gid=%d" % (
+        FILE_SIZE_LIMIT + (1 << 20), MAX_INODES, uid, uid)).encode()
     flags = MS_NOSUID | MS_NODEV
-    mount(b"tmpfs", b"/tmp", b"tmpfs", flags, size.encode())
+    if new_root:
+        build_root(new_root, size, with_proc)
+        return
+    mount(b"tmpfs", b"/tmp", b"tmpfs", flags, size)
     if os.path.isdir("/dev/shm"):
-        mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, size.encode())
+        mount(b"tmpfs", b"/dev/shm", b"tmpfs", flags, size)
     if with_proc:
         mount(b"proc", b"/proc", b"proc", flags | MS_NOEXEC, None)
 
 
+def root_entries():
+    """What a run's root shows, read-only: system dirs and the interpreter's own dirs.
+    Returns (path, symlink target or None), outermost dirs only."""
+    entries = {}
+    for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"):
+        if os.path.islink(path):
+            entries[path] = os.readlink(path)
+        elif os.path.isdir(path):
+            entries[path] = None
+    own = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+           os.path.dirname(os.path.realpath(sys.executable)), *sys.path]
+    for path in own:
+        if path and os.path.isdir(path):
+            entries.setdefault(os.path.realpath(path), None)
+    dirs = sorted(p for p, link in entries.items() if link is None)
+    kept = {}
+    for path in dirs:
+        if not any(path.startswith(parent + "/") for parent in kept):
+            kept[path] = None
+    kept.update({p: link for p, link in entries.items() if link is not None})
+    return sorted(kept.items())
+
+
+ROOT_ENTRIES = root_entries()
+
+
+def build_root(new_root, tmp_options, with_proc):
+    root = new_root.encode()
+    mount(b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,nr_inodes=1024,mode=0755")
+    os.umask(0o022)
+    for path, link in ROOT_ENTRIES:
+        target = new_root + path
+        if link is not None:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(link, target)
+            continue
+        os.makedirs(target, exist_ok=True)
+        mount(path.encode(), target.encode(), None, MS_BIND | MS_REC, None)
+        mount(None, target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, None)
+    dev = new_root + "/dev"
+    os.mkdir(dev)
+    mount(b"tmpfs", dev.encode(), b"tmpfs", MS_NOSUID | MS_NOEXEC, b"size=64k,mode=0755")
+    for name in ("null", "zero", "full", "random", "urandom"):
+        if os.path.exists("/dev/" + name):
+            open(dev + "/" + name, "w").close()
+            mount(("/dev/" + name).encode(), (dev + "/" + name).encode(), None, MS_BIND, None)
+    for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
+        os.symlink("/proc/self/fd/%d" % fd, dev + "/" + name)
+    os.symlink("/proc/self/fd", dev + "/fd")
+    os.mkdir(dev + "/shm")
+    mount(b"tmpfs", (dev + "/shm").encode(), b"tmpfs", MS_NOSUID | MS_NODEV, tmp_options)
+    os.mkdir(new_root + "/tmp")
+    mount(b"tmpfs", (new_root + "/tmp").encode(), b"tmpfs", MS_NOSUID | MS_NODEV, tmp_options)
+    if with_proc:
+        os.mkdir(new_root + "/proc")
+        mount(b"proc", (new_root + "/proc").encode(), b"proc",
+              MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+    os.chroot(new_root)
+    os.chdir("/")
+
+
 def probe_mountns():
-    private_mounts(0, False)
+    private_mounts(0, False, None)
     return os.listdir("/tmp") == []
+
+
+def probe_rootfs():
+    private_mounts(0, False, BASE_DIR)
+    expected = {"dev", "tmp", "proc"} | {path.split("/")[1] for path, _ in ROOT_ENTRIES}
+    names = set(os.listdir("/"))
+    return "usr" in names and "tmp" in names and names <= expected
 
 
 def probe_seccomp():
@@ -249,6 +323,8 @@ def probe():
             for path in probe_unreadable_paths():
                 PATH_FDS[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         LAYERS["mountns"] = "mountns" not in LAYERS_OFF and probe_child(probe_mountns)
+        LAYERS["rootfs"] = (LAYERS["mountns"] and LAYERS["pidns"] and "rootfs" not in LAYERS_OFF
+                            and probe_child(probe_rootfs))
     global SECCOMP
     # Abstract AF_UNIX sockets are per network namespace: allowed only inside our own.
     SECCOMP = seccomp_program(allow_unix=LAYERS["netns"])
@@ -257,7 +333,7 @@ def probe():
 
 def remap_paths():
     """Points unreadable import paths at inherited directory fds (/proc/self/fd/N)."""
-    if not PATH_FDS:
+    if not PATH_FDS or LAYERS["rootfs"]:
         return
 
     def remap(path):
@@ -449,7 +525,7 @@ def read_exactly(fd, size):
 def runner(uid, tmpdir, job_fd, result_fd):
     """The sandboxed process: drops privileges, waits for its job, runs it."""
     if LAYERS["mountns"]:
-        private_mounts(uid, LAYERS["pidns"])
+        private_mounts(uid, LAYERS["pidns"], BASE_DIR if LAYERS["rootfs"] else None)
         tmpdir = "/tmp"
     set_limits()
     if LAYERS["uid"]:
@@ -490,7 +566,10 @@ def spare_main(slot, tmpdir, fds):
     os.dup2(null, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
-    close_all_but({job_r, res_w, *PATH_FDS.values()})
+    # Under rootfs the interpreter's dirs are mounted inside; a dir fd from outside the
+    # chroot would be a way out of it.
+    path_fds = () if LAYERS["rootfs"] else PATH_FDS.values()
+    close_all_but({job_r, res_w, *path_fds})
     runner(UID_BASE + slot, tmpdir, job_r, res_w)
 
 
@@ -981,12 +1060,12 @@ def main():
     global BASE_DIR
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
-    probe()
     remove_stale_dirs()
-    if not LAYERS["mountns"]:
-        BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
-        os.mkdir(BASE_DIR, 0o711)
-        os.chmod(BASE_DIR, 0o711)  # runners reach their own dir, cannot list the others
+    # Run dirs without mountns, the mount point of the runs' roots with rootfs.
+    BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
+    os.mkdir(BASE_DIR, 0o711)
+    os.chmod(BASE_DIR, 0o711)  # runners reach their own dir, cannot list the others
+    probe()
     gc.collect()
     gc.freeze()
     send({"ev": "ready", "version": sys.version.split()[0], "isolation": LAYERS,

@@ -28,6 +28,7 @@ export const PYTHON_ISOLATION_LAYERS = [
   "netns",
   "pidns",
   "mountns",
+  "rootfs",
   "seccomp",
   "tmpdir",
 ] as const;
