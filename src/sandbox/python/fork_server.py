@@ -1,9 +1,9 @@
 # The Python fork server: stays warm, forks one sandboxed child per run.
 #
 # Protocol: newline-delimited JSON. Requests arrive on stdin, events leave on stdout.
-# Every child ("spare") is forked ahead of demand, sandboxed (own session and pid
-# namespace, rlimits, own uid, seccomp, private temp dir), and waits for its job on a pipe;
-# a run only sends it the code.
+# Every child ("spare") is forked ahead of demand, sandboxed (own session, pid and mount
+# namespace with a minimal read-only root, rlimits, own uid, seccomp, private /tmp), and
+# waits for its job on a pipe; a run only sends it the code.
 #
 # This process holds no secrets and imports only what the children need, since they
 # inherit its memory.
