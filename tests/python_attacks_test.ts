@@ -25,7 +25,17 @@ Deno.test({
   fn: async () => {
     await runtime.start();
     const { isolation } = runtime.info();
-    const layers = ["rlimits", "uid", "netns", "pidns", "mountns", "rootfs", "seccomp", "tmpdir"];
+    const layers = [
+      "rlimits",
+      "uid",
+      "netns",
+      "pidns",
+      "mountns",
+      "rootfs",
+      "cgroup",
+      "seccomp",
+      "tmpdir",
+    ];
     for (const layer of layers) {
       assert.equal(isolation[layer], true, `expected layer ${layer}`);
     }
@@ -187,6 +197,26 @@ Deno.test({
       "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
     const out = await runtime.run(job(code, { timeoutMs: 1_000 }));
     assert.equal(out.status, "timeout", out.error);
+    await assertHealthy();
+  },
+});
+
+Deno.test({
+  name: "attack: memory is capped for the run's whole process tree, not per process",
+  ...opts,
+  fn: async () => {
+    // Six processes of 150 MB each fit every per-process limit (256 MB) but not the run's.
+    const code = "import os, time\npids = []\nfor i in range(6):\n    pid = os.fork()\n" +
+      "    if pid == 0:\n        x = b'x' * (150 * 1024 * 1024)\n        time.sleep(0.5)\n" +
+      "        os._exit(0)\n    pids.append(pid)\n" +
+      "[os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]";
+    const out = await runtime.run(job(code, { timeoutMs: 10_000 }));
+    if (out.status === "success") {
+      const codes = JSON.parse(out.retVal) as number[];
+      assert.ok(codes.filter((c) => c === -9).length >= 3, out.retVal);
+    } else {
+      assert.equal(out.status, "memory_limit", out.error);
+    }
     await assertHealthy();
   },
 });

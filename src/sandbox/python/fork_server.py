@@ -131,7 +131,7 @@ def unshare(flags):
 
 IS_ROOT = os.geteuid() == 0
 LAYERS = {"rlimits": True, "uid": False, "netns": False, "pidns": False, "mountns": False,
-          "rootfs": False, "seccomp": False, "tmpdir": True}
+          "rootfs": False, "cgroup": False, "seccomp": False, "tmpdir": True}
 PATH_FDS = {}  # sys.path entry -> directory fd, for entries the sandbox uid cannot read
 
 
@@ -327,10 +327,96 @@ def probe():
         LAYERS["mountns"] = "mountns" not in LAYERS_OFF and probe_child(probe_mountns)
         LAYERS["rootfs"] = (LAYERS["mountns"] and LAYERS["pidns"] and "rootfs" not in LAYERS_OFF
                             and probe_child(probe_rootfs))
+        if "cgroup" not in LAYERS_OFF:
+            try:
+                LAYERS["cgroup"] = cgroup_setup()
+            except OSError:
+                LAYERS["cgroup"] = False
     global SECCOMP
     # Abstract AF_UNIX sockets are per network namespace: allowed only inside our own.
     SECCOMP = seccomp_program(allow_unix=LAYERS["netns"])
     LAYERS["seccomp"] = "seccomp" not in LAYERS_OFF and probe_child(probe_seccomp)
+
+
+CGROUP_BASES = {}  # controller -> this server's cgroup dir (cgroup v1: memory, pids)
+RUN_MEMORY_LIMIT = MEMORY_LIMIT + FILE_SIZE_LIMIT  # the whole run: processes and its tmpfs
+
+
+def cgroup_setup():
+    """Per-slot cgroups under this server's own (so container limits still apply): the memory
+    and process count of a run's whole process tree are capped, not just per process."""
+    own = {}
+    with open("/proc/self/cgroup") as lines:
+        for line in lines:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(","):
+                own[controller] = path
+    for controller in ("memory", "pids"):
+        root = "/sys/fs/cgroup/" + controller
+        if controller not in own or not os.path.isfile(root + "/cgroup.procs"):
+            return False
+        base = root + own[controller].rstrip("/") + "/faas-python-%d" % os.getpid()
+        if not os.path.isdir(base):
+            os.mkdir(base)
+        CGROUP_BASES[controller] = base
+    slot_cgroup(0)
+    return True
+
+
+def slot_cgroup(slot):
+    """Creates the slot's cgroups once (they are reused by every run of the slot)."""
+    for controller, base in CGROUP_BASES.items():
+        path = "%s/s%d" % (base, slot)
+        if os.path.isdir(path):
+            continue
+        os.mkdir(path)
+        if controller == "memory":
+            write_file(path + "/memory.limit_in_bytes", str(RUN_MEMORY_LIMIT))
+        else:
+            write_file(path + "/pids.max", str(MAX_PROCS))
+
+
+def write_file(path, text):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def join_cgroups(slot):
+    for base in CGROUP_BASES.values():
+        write_file("%s/s%d/cgroup.procs" % (base, slot), "0")
+
+
+def oom_kills(slot):
+    """How many processes the kernel killed for memory in the slot's cgroup so far."""
+    base = CGROUP_BASES.get("memory")
+    if not base:
+        return 0
+    try:
+        with open("%s/s%d/memory.oom_control" % (base, slot)) as control:
+            for line in control:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def remove_cgroups(base):
+    if not os.path.isdir(base):
+        return
+    for name in os.listdir(base):
+        if name.startswith("s") and name[1:].isdigit():
+            try:
+                os.rmdir(os.path.join(base, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(base)
+    except OSError:
+        pass
 
 
 def remap_paths():
@@ -568,6 +654,8 @@ def close_all_but(keep):
 def spare_main(slot, tmpdir, fds):
     """A spare, right after the fork: its own session, fresh stdio, none of the server's fds."""
     job_r, res_w, out_w, err_w = fds
+    if LAYERS["cgroup"]:
+        join_cgroups(slot)
     os.setsid()
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -635,6 +723,15 @@ def make_spare(sid):
         send({"ev": "spare_failed", "id": sid, "error": "no free sandbox slot"})
         return
     slot = FREE_SLOTS.pop()
+    ooms = 0
+    if LAYERS["cgroup"]:
+        try:
+            slot_cgroup(slot)
+            ooms = oom_kills(slot)
+        except OSError as exc:
+            FREE_SLOTS.append(slot)
+            send({"ev": "spare_failed", "id": sid, "error": "cgroup: %s" % exc})
+            return
     tmpdir = None if LAYERS["mountns"] else os.path.join(BASE_DIR, "r%d" % sid)
     pipes = []
     try:
@@ -663,6 +760,7 @@ def make_spare(sid):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     spare = Spare(sid, slot, pid, pidfd, tmpdir, job_w, res_r, out_r, err_r)
+    spare.ooms = ooms
     SPARES[sid] = spare
     CHILDREN[pid] = spare
     watch(pidfd, spare)
@@ -933,8 +1031,9 @@ def outcome(spare, report):
     elif signaled:
         if sig == signal.SIGXCPU:
             event.update(status="timeout", exit_code=code, error="cpu time limit exceeded")
-        elif sig == signal.SIGABRT and (
-                "MemoryError" in err_text or "Cannot allocate memory" in err_text):
+        elif (sig == signal.SIGKILL and oom_kills(spare.slot) > spare.ooms) or (
+                sig == signal.SIGABRT and (
+                    "MemoryError" in err_text or "Cannot allocate memory" in err_text)):
             event.update(status="memory_limit", exit_code=code,
                          error="memory limit of %d MB exceeded" % (MEMORY_LIMIT >> 20))
         else:
@@ -1081,6 +1180,8 @@ def shutdown():
             pass
     if BASE_DIR:
         shutil.rmtree(BASE_DIR, ignore_errors=True)
+    for base in CGROUP_BASES.values():
+        remove_cgroups(base)
 
 
 def remove_stale_dirs():
@@ -1095,6 +1196,16 @@ def remove_stale_dirs():
             remove_in_background(os.path.join(root, name))
         except OSError:
             pass
+    for base in CGROUP_BASES.values():
+        parent = os.path.dirname(base)
+        for name in os.listdir(parent):
+            if name.startswith("faas-python-") and name[12:].isdigit():
+                try:
+                    os.kill(int(name[12:]), 0)
+                except ProcessLookupError:
+                    remove_cgroups(os.path.join(parent, name))
+                except OSError:
+                    pass
 
 
 def main():
@@ -1103,12 +1214,12 @@ def main():
     if IS_ROOT:
         os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICENESS)  # it must be able to stop runs
     LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
-    remove_stale_dirs()
     # Run dirs without mountns, the mount point of the runs' roots with rootfs.
     BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
     os.mkdir(BASE_DIR, 0o711)
     os.chmod(BASE_DIR, 0o711)  # runners reach their own dir, cannot list the others
     probe()
+    remove_stale_dirs()
     gc.collect()
     gc.freeze()
     send({"ev": "ready", "version": sys.version.split()[0], "isolation": LAYERS,

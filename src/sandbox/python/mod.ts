@@ -29,6 +29,7 @@ export const PYTHON_ISOLATION_LAYERS = [
   "pidns",
   "mountns",
   "rootfs",
+  "cgroup",
   "seccomp",
   "tmpdir",
 ] as const;
