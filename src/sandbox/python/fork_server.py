@@ -1056,7 +1056,13 @@ def outcome(spare, report):
 
 
 def validation_child(code, write_fd):
+    """Parses untrusted code: nothing runs, but the parser still gets no privileges."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    os.setpriority(os.PRIO_PROCESS, 0, RUN_NICENESS)
+    if LAYERS["uid"]:
+        drop_privileges(UID_BASE + MAX_SLOTS)
+    if LAYERS["seccomp"]:
+        install_seccomp()
     result = {"ok": True}
     try:
         compile(code, USER_FILE, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
