@@ -1,0 +1,85 @@
+/**
+ * The one place that decides how a JS runner process is started: which OS wrappers confine
+ * it (rlimit, network namespace, unprivileged uid) and which Deno flags it gets.
+ *
+ * @module
+ */
+
+/** OS confinement layers that wrap the runner, as probed on this host. */
+export interface RunnerLayers {
+  /** Start through `prlimit` with an RLIMIT_DATA cap (bounds heap and ArrayBuffers). */
+  rlimit: boolean;
+  /** Start through `unshare --net` (a network namespace with nothing in it). */
+  netns: boolean;
+  /** Drop to an unprivileged uid/gid with `setpriv` (only meaningful as root). */
+  uid: boolean;
+}
+
+/** What one runner process needs to be started. */
+export interface RunnerCommandOptions {
+  /** The unix socket the runner connects to; its only permission. */
+  socketPath: string;
+  /** V8 heap budget of each isolate in the runner, in MiB. */
+  memoryLimitMb: number;
+  /** RLIMIT_DATA of the runner, in bytes. */
+  dataLimitBytes: number;
+  /** Uid and gid to run as when {@link RunnerLayers.uid} is active. */
+  uid: number;
+  /** Layers to apply. */
+  layers: RunnerLayers;
+}
+
+/** A program and its arguments. */
+export interface CommandLine {
+  /** Executable to start. */
+  command: string;
+  /** Its arguments. */
+  args: string[];
+}
+
+/** The worker boot module, which the runner must be able to read to start its worker. */
+export const WORKER_ENTRY = new URL("./worker.ts", import.meta.url);
+
+/** Absolute path of the runner entry module. */
+export const RUNNER_ENTRY = new URL("./runner.ts", import.meta.url);
+
+/**
+ * Builds the runner's command line: wrappers first, then `deno run` with no permission but
+ * access to its own socket, no prompts, no remote or npm modules, and a heap cap.
+ */
+export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
+  const { socketPath, memoryLimitMb, dataLimitBytes, uid, layers } = options;
+  const argv: string[] = [];
+  if (layers.rlimit) argv.push("prlimit", `--data=${dataLimitBytes}:${dataLimitBytes}`, "--");
+  if (layers.netns) argv.push("unshare", "--net", "--");
+  if (layers.uid) {
+    argv.push(
+      "setpriv",
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      "--clear-groups",
+      "--no-new-privs",
+      "--inh-caps=-all",
+      "--bounding-set=-all",
+      "--",
+    );
+  }
+  argv.push(
+    Deno.execPath(),
+    "run",
+    "--no-config",
+    "--no-lock",
+    "--no-prompt",
+    "--no-remote",
+    "--no-npm",
+    "--quiet",
+    "--unstable-worker-options",
+    `--v8-flags=--max-old-space-size=${memoryLimitMb}`,
+    `--allow-net=unix:${socketPath}`,
+    `--allow-read=${socketPath},${WORKER_ENTRY.pathname}`,
+    `--allow-write=${socketPath}`,
+    RUNNER_ENTRY.pathname,
+    socketPath,
+  );
+  return { command: argv[0], args: argv.slice(1) };
+}
