@@ -71,7 +71,7 @@ interface ActiveRun {
   bytes: [number, number];
   truncated: boolean;
   resolve: (outcome: RunOutcome) => void;
-  timer: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
   job: RunnerJob;
 }
 
@@ -160,7 +160,7 @@ export class JsRunner implements Sandbox {
       bytes: [0, 0],
       truncated: false,
       resolve,
-      timer: 0,
+      timer: undefined,
       job,
     };
     this.#active = active;
@@ -189,7 +189,7 @@ export class JsRunner implements Sandbox {
   }
 
   async #waitIdle(idle: Promise<boolean>): Promise<boolean> {
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), IDLE_GRACE_MS);
     });
