@@ -9,16 +9,17 @@
  */
 
 import { SandboxPool } from "../../pool.ts";
-import type {
-  Language,
+import {
+  type Language,
   PoolStats,
-  RunJob,
-  RunOutcome,
-  Runtime,
-  RuntimeInfo,
-  RuntimeSettings,
-  SyntaxProblem,
-  ValidationResult,
+  type RunJob,
+  type RunOutcome,
+  type Runtime,
+  type RuntimeInfo,
+  type RuntimeSettings,
+  SandboxStartError,
+  type SyntaxProblem,
+  type ValidationResult,
 } from "../../runtime.ts";
 import { describeLayers, probeLayers } from "./isolation.ts";
 import type { RunnerLayers } from "./runner_command.ts";
@@ -37,6 +38,8 @@ const DATA_BASE_MB = 1152;
 /** First uid of the range runners run as when the service is root. */
 const RUNNER_UID_BASE = 2_000_000;
 const RUNNER_UID_RANGE = 60_000;
+/** Runners tried for one job when they turn out dead before the code started. */
+const START_ATTEMPTS = 3;
 
 /** Tuning of the runner pool beyond {@link RuntimeSettings}. */
 export interface JavaScriptRuntimeOptions {
@@ -119,13 +122,19 @@ class JavaScriptRuntime implements Runtime {
     const problem = checkSyntax(code);
     if (problem) return syntaxOutcome(problem, file);
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
-    const runner = await pool.acquire(job.tenant);
+    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
+    let runner: JsRunner;
     let result;
-    try {
-      result = await runner.run({ code, file, input, timeoutMs: job.timeoutMs });
-    } catch (error) {
-      pool.release(runner, false);
-      throw error;
+    for (let attempt = 1;; attempt++) {
+      runner = await pool.acquire(job.tenant);
+      try {
+        result = await runner.run(runnerJob);
+        break;
+      } catch (error) {
+        // The runner died while idle: the code never started, so another runner may take it.
+        pool.release(runner, false);
+        if (!(error instanceof SandboxStartError) || attempt >= START_ATTEMPTS) throw error;
+      }
     }
     // Released before answering, so the tenant's next run finds this runner idle; the wait is
     // one worker message (sub-millisecond) unless the code left work running.
