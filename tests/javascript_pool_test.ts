@@ -91,7 +91,8 @@ Deno.test(
       return stats.activeInstances === 1 &&
         stats.totalInstances === stats.idleInstances + stats.activeInstances;
     }, "the run to start with no boot under way");
-    for (const pid of await runnerPids()) {
+    const killed = await runnerPids();
+    for (const pid of killed) {
       try {
         Deno.kill(pid, "SIGKILL");
       } catch {
@@ -101,6 +102,11 @@ Deno.test(
     const outcome = await running;
     assertEquals(outcome.status, "crashed");
     assert(outcome.error?.startsWith("sandbox crashed"), outcome.error);
+    // A run handed to a runner in the instant it dies is lost like that one: wait them out.
+    await until(async () => {
+      const live = new Set(await runnerPids());
+      return killed.every((pid) => !live.has(pid));
+    }, "the killed runners to be gone");
     const after = await run(runtime, SEED, { tenant: "victim" });
     assertEquals(after.retVal, "42");
     await until(() => runtime.stats().idleInstances >= 3, "the pool to refill");
