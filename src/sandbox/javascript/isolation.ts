@@ -7,9 +7,8 @@
 
 import type { RunnerLayers } from "./runner_command.ts";
 
-/** Layers that are always active: the no-permission worker, its process and clean env. */
+/** Layers that are always active: a process per tenant, a clean env, a private temp dir. */
 const BASE_LAYERS = {
-  no_permissions_worker: true,
   process: true,
   clean_env: true,
   private_tmp: true,
@@ -36,10 +35,18 @@ export async function probeLayers(probeUid: number): Promise<RunnerLayers> {
   return { rlimit, netns, uid };
 }
 
-/** The isolation map reported in `info().isolation`. */
-export function describeLayers(layers: RunnerLayers): Record<string, boolean> {
+/**
+ * The isolation map reported in `info().isolation`. User code runs either in a worker with no
+ * permissions, or on a runner thread whose permissions were all revoked (`"inline"`).
+ */
+export function describeLayers(
+  layers: RunnerLayers,
+  mode: "worker" | "inline",
+): Record<string, boolean> {
   return {
     ...BASE_LAYERS,
+    no_permissions_worker: mode === "worker",
+    revoked_permissions: mode === "inline",
     rlimit: layers.rlimit,
     netns: layers.netns,
     uid: layers.uid,

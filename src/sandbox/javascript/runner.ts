@@ -1,24 +1,47 @@
 /**
  * Entry of a JS runner process. It connects to the host's unix socket (the only thing its
- * permissions allow), starts the no-permission worker that runs user code, and relays frames
- * between the two. It never looks inside user results: the host checks every frame.
+ * permissions allow besides reading its own modules), then either starts the no-permission
+ * worker that runs user code and relays frames between the two (default), or, with
+ * `--inline`, revokes every permission of its own and runs user code on its own thread.
+ * It never looks inside user results: the host checks every frame.
  *
- * Usage: `deno run <flags> runner.ts <socket path>`.
+ * Usage: `deno run <flags> runner.ts <socket path> [--inline]`.
  *
  * @module
  */
 
 import { encodeFrame, FrameDecoder, type RunFrame } from "./protocol.ts";
 
-/** Runs the runner: connect, boot the worker, relay until the host goes away. */
+const PERMISSIONS = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
+
+// Taken before the sandbox realm replaces Deno.exit (inline mode shares this global scope).
+const exit = Deno.exit.bind(Deno);
+
+/** Runs the runner: connect, boot the sandbox realm, relay until the host goes away. */
 export async function main(args: readonly string[] = Deno.args): Promise<void> {
   const socketPath = args[0];
   if (!socketPath) {
     console.error("runner: expected the socket path as the first argument");
-    Deno.exit(2);
+    exit(2);
   }
   const conn = await Deno.connect({ transport: "unix", path: socketPath });
   const send = frameWriter(conn);
+  const onRun = args.includes("--inline") ? await inlineRealm(send) : await workerRealm(send);
+  send({ t: "ready" });
+
+  const decoder = new FrameDecoder();
+  for await (const chunk of conn.readable) {
+    for (const body of decoder.push(chunk)) {
+      const frame = JSON.parse(body) as RunFrame;
+      if (frame.t === "run") onRun(frame);
+    }
+  }
+  // The host closed the socket: nothing more to do.
+  exit(0);
+}
+
+/** Starts the no-permission worker; resolves once its realm is installed. */
+async function workerRealm(send: (frame: unknown) => void): Promise<(frame: RunFrame) => void> {
   const worker = new Worker(new URL("./worker.ts", import.meta.url), {
     type: "module",
     deno: { permissions: "none" },
@@ -28,29 +51,32 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
     // The worker handles user errors itself; one reaching here means it is broken.
     event.preventDefault();
     console.error(`runner: worker failed: ${event.message}`);
-    Deno.exit(3);
+    exit(3);
   };
-  worker.onmessageerror = () => Deno.exit(3);
+  worker.onmessageerror = () => exit(3);
   worker.onmessage = (event: MessageEvent) => {
-    const message = event.data as { t?: unknown };
+    const message = event.data as { t?: unknown; message?: unknown };
     if (message?.t === "booted") booted.resolve();
     else if (message?.t === "fatal") {
-      console.error(`runner: worker boot failed: ${(message as { message?: unknown }).message}`);
-      Deno.exit(3);
+      console.error(`runner: worker boot failed: ${message.message}`);
+      exit(3);
     } else send(message);
   };
   await booted.promise;
-  send({ t: "ready" });
+  return (frame) => worker.postMessage(frame);
+}
 
-  const decoder = new FrameDecoder();
-  for await (const chunk of conn.readable) {
-    for (const body of decoder.push(chunk)) {
-      const frame = JSON.parse(body) as RunFrame;
-      if (frame.t === "run") worker.postMessage(frame);
+/** Installs the realm on this thread after giving up every permission, for good. */
+async function inlineRealm(send: (frame: unknown) => void): Promise<(frame: RunFrame) => void> {
+  const { installSandbox } = await import("./realm.ts");
+  for (const name of PERMISSIONS) Deno.permissions.revokeSync({ name });
+  for (const name of PERMISSIONS) {
+    if (Deno.permissions.querySync({ name }).state !== "denied") {
+      console.error(`runner: could not revoke the ${name} permission`);
+      exit(3);
     }
   }
-  // The host closed the socket: nothing more to do.
-  Deno.exit(0);
+  return installSandbox(send);
 }
 
 /** Serializes frame writes, coalescing frames queued while a write is under way. */
@@ -67,7 +93,7 @@ function frameWriter(conn: Deno.UnixConn): (frame: unknown) => void {
         await writer.write(parts.length === 1 ? parts[0] : join(parts));
       }
     } catch {
-      Deno.exit(0);
+      exit(0);
     }
     writing = false;
   }

@@ -30,6 +30,8 @@ export interface RunnerOptions {
   uid: number;
   /** Confinement layers. */
   layers: RunnerLayers;
+  /** Run user code on the runner's thread instead of a worker (see runner_command.ts). */
+  inline?: boolean;
   /** Deno cache directory of the runners; defaults to a private one per runner. */
   denoDir?: string;
   /** Longest a boot may take before it counts as failed, in ms. */
@@ -395,6 +397,7 @@ export async function startRunner(options: RunnerOptions): Promise<JsRunner> {
       dataLimitBytes: options.dataLimitBytes,
       uid: options.uid,
       layers: options.layers,
+      inline: options.inline,
     });
     const child = new Deno.Command(command, {
       args,
