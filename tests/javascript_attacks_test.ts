@@ -43,7 +43,7 @@ function assertDenied(outcome: RunOutcome, text: string): void {
 Deno.test("attacks: runtime starts with every isolation layer this host offers", opts, async () => {
   runtime = await startRuntime();
   const isolation = runtime.info().isolation;
-  assert(isolation.no_permissions_worker);
+  assert(isolation.no_permissions_worker || isolation.revoked_permissions);
   if (Deno.uid() === 0) assert(isolation.uid, "runners drop root");
 });
 
@@ -367,17 +367,26 @@ Deno.test("attacks: an unhandled rejection never takes the runner down", opts, a
   await assertStillServes();
 });
 
-Deno.test("attacks: extra isolates cannot be started inside a runner", opts, async () => {
-  const outcome = await run(
-    runtime,
-    ESCAPE + "const wt = await imp('node:worker_threads');\n" +
-      "const w = new wt.Worker('1', {eval: true});\n" +
-      "return await new Promise((r) => { w.on('error', (e) => r('error')); w.on('exit', () => r('exit')); });",
-    { timeoutMs: 5_000 },
-  );
-  assert(outcome.status !== "success", `expected no second isolate, got ${outcome.retVal}`);
-  await assertStillServes();
-});
+Deno.test(
+  "attacks: an extra worker started inside a runner gets no permissions",
+  opts,
+  async () => {
+    const outcome = await run(
+      runtime,
+      ESCAPE + "const wt = await imp('node:worker_threads');\n" +
+        "const w = new wt.Worker(\"const {parentPort} = require('worker_threads');\" +\n" +
+        "  \"try { parentPort.postMessage(require('fs').readFileSync('/etc/passwd', 'utf8')) }\" +\n" +
+        "  \" catch (e) { parentPort.postMessage('denied: ' + e.message) }\", {eval: true});\n" +
+        "return await new Promise((r) => { w.on('message', r); w.on('error', (e) => r('error ' + e));" +
+        " w.on('exit', () => r('exit')); });",
+      { timeoutMs: 5_000 },
+    );
+    // Depending on the runner's memory headroom the isolate fails to start or starts without
+    // permissions; it never reads the file.
+    assert(!outcome.retVal.includes("root:"), outcome.retVal);
+    await assertStillServes();
+  },
+);
 
 Deno.test("attacks: runtime shuts down", opts, async () => {
   await runtime.shutdown();

@@ -6,7 +6,10 @@
  */
 
 import nodeAssert from "node:assert/strict";
-import { createJavaScriptRuntime } from "../src/sandbox/javascript/mod.ts";
+import {
+  createJavaScriptRuntime,
+  type JavaScriptRuntimeOptions,
+} from "../src/sandbox/javascript/mod.ts";
 import { RUNNER_ENTRY } from "../src/sandbox/javascript/runner_command.ts";
 import type { Language, RunJob, RunOutcome, Runtime, RuntimeSettings } from "../src/runtime.ts";
 
@@ -25,10 +28,22 @@ export function testSettings(overrides: Partial<RuntimeSettings> = {}): RuntimeS
 }
 
 /** Creates and starts a JS runtime with test settings. */
-export async function startRuntime(overrides: Partial<RuntimeSettings> = {}): Promise<Runtime> {
-  const runtime = createJavaScriptRuntime(testSettings(overrides));
+export async function startRuntime(
+  overrides: Partial<RuntimeSettings> = {},
+  options: JavaScriptRuntimeOptions = {},
+): Promise<Runtime> {
+  const runtime = createJavaScriptRuntime(testSettings(overrides), {
+    runnerMode: runnerModeFromEnv(),
+    ...options,
+  });
   await runtime.start();
   return runtime;
+}
+
+/** Lets a whole suite run against inline runners: `JS_RUNNER_MODE=inline deno test ...`. */
+function runnerModeFromEnv(): "worker" | "inline" | undefined {
+  const mode = Deno.env.get("JS_RUNNER_MODE");
+  return mode === "inline" || mode === "worker" ? mode : undefined;
 }
 
 let taskCounter = 0;

@@ -45,7 +45,7 @@ function nextMacrotask(callback: () => void): void {
   tick.port2.postMessage(0);
 }
 
-/** Thrown through user code by `Deno.exit` to unwind it. */
+/** Thrown through user code by `Deno.exit` (or past the output cap) to unwind it. */
 class ExitSignal {
   constructor(readonly code: number) {}
 }
@@ -169,11 +169,15 @@ function exposedGlobals(): string[] {
 /** Output of `run`: dropped once that run finished, so late callbacks never reach a later run. */
 function write(run: RunState | undefined, fd: 1 | 2, text: string): void {
   if (!run || run.finished) return;
-  const used = run.bytes[fd - 1];
-  // Past the cap the host stops the run; sending more would only cost time.
-  if (used > run.maxOutputBytes) return;
-  run.bytes[fd - 1] = used + encoder.encode(text).length;
+  const used = run.bytes[fd - 1] + encoder.encode(text).length;
+  run.bytes[fd - 1] = used;
   post({ t: "out", id: run.id, fd, data: text });
+  if (used > run.maxOutputBytes) {
+    // The host stops the run at the cap too; ending it here also works when this thread is
+    // the one that relays frames (inline mode), which a print loop would otherwise starve.
+    finish({ exitCode: 1, oversized: true });
+    throw new ExitSignal(1);
+  }
 }
 
 function serialize(value: unknown): string {

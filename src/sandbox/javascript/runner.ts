@@ -26,7 +26,9 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
   }
   const conn = await Deno.connect({ transport: "unix", path: socketPath });
   const send = frameWriter(conn);
-  const onRun = args.includes("--inline") ? await inlineRealm(send) : await workerRealm(send);
+  const onRun = args.includes("--inline")
+    ? await inlineRealm(send, [socketPath, new URL("./realm.ts", import.meta.url).pathname])
+    : await workerRealm(send);
   send({ t: "ready" });
 
   const decoder = new FrameDecoder();
@@ -67,11 +69,23 @@ async function workerRealm(send: (frame: unknown) => void): Promise<(frame: RunF
 }
 
 /** Installs the realm on this thread after giving up every permission, for good. */
-async function inlineRealm(send: (frame: unknown) => void): Promise<(frame: RunFrame) => void> {
+async function inlineRealm(
+  send: (frame: unknown) => void,
+  paths: string[],
+): Promise<(frame: RunFrame) => void> {
   const { installSandbox } = await import("./realm.ts");
   for (const name of PERMISSIONS) Deno.permissions.revokeSync({ name });
+  for (const path of paths) {
+    Deno.permissions.revokeSync({ name: "read", path });
+    Deno.permissions.revokeSync({ name: "write", path });
+    if (Deno.permissions.querySync({ name: "read", path }).state === "granted") {
+      console.error(`runner: could not revoke access to ${path}`);
+      exit(3);
+    }
+  }
   for (const name of PERMISSIONS) {
-    if (Deno.permissions.querySync({ name }).state !== "denied") {
+    // "prompt" is as good as denied: runners start with --no-prompt.
+    if (Deno.permissions.querySync({ name }).state === "granted") {
       console.error(`runner: could not revoke the ${name} permission`);
       exit(3);
     }
