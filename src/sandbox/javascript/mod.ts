@@ -49,6 +49,8 @@ export interface JavaScriptRuntimeOptions {
   maxRunnerAgeMs?: number;
   /** How long a used runner waits for its tenant's next run, in ms (default 60 s). */
   idleTtlMs?: number;
+  /** Runner boots under way at once (default: 2 per CPU core, at least 2). */
+  bootConcurrency?: number;
   /**
    * Where user code runs inside a runner process: `"worker"` (default), a Web Worker with no
    * permissions; or `"inline"`, the runner's own thread after it revoked all its permissions,
@@ -110,6 +112,8 @@ class JavaScriptRuntime implements Runtime {
       maxRuns: this.#options.maxRunsPerRunner ?? 500,
       maxAgeMs: this.#options.maxRunnerAgeMs ?? 10 * 60_000,
       idleTtlMs: this.#options.idleTtlMs ?? 60_000,
+      bootConcurrency: this.#options.bootConcurrency ??
+        Math.max(2, 2 * (navigator.hardwareConcurrency ?? 1)),
       onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
     });
     await pool.start();
