@@ -1,5 +1,5 @@
 import { createJavaScriptRuntime } from "./src/sandbox/javascript/mod.ts";
-const rt = createJavaScriptRuntime({ poolSize: 10, maxInstances: 16, memoryLimitMb: 256, maxOutputBytes: 1 << 20, pythonPath: "", requireIsolation: [], debug: false, onSandboxBoot: (_l, ms, ok) => boots.push(ms) });
+const rt = createJavaScriptRuntime({ poolSize: 10, maxInstances: 16, memoryLimitMb: 256, maxOutputBytes: 1 << 20, pythonPath: "", requireIsolation: [], debug: false, onSandboxBoot: (_l, ms, ok) => boots.push(ms) }, { runnerMode: (Deno.args[0] ?? "worker") as "worker" | "inline", bootConcurrency: Number(Deno.args[1] ?? 4) });
 const boots: number[] = [];
 await rt.start();
 const wait = async () => { while (rt.stats().idleInstances < 10) await new Promise((r) => setTimeout(r, 50)); };

@@ -127,6 +127,23 @@ Deno.test("limits: a return value larger than the cap is output_limit", opts, as
   await assertStillServes();
 });
 
+Deno.test("limits: one write larger than a frame is cut, not a crash", opts, async () => {
+  const outcome = await run(runtime, "console.log('z'.repeat(20 * 1024 * 1024));", {
+    timeoutMs: 20_000,
+  });
+  assertEquals(outcome.status, "output_limit");
+  assertEquals(outcome.stdout.length, MAX_OUTPUT);
+  await assertStillServes();
+});
+
+Deno.test("limits: printing a string that exhausts memory is memory_limit", opts, async () => {
+  const outcome = await run(runtime, "console.log('z'.repeat(80 * 1024 * 1024));", {
+    timeoutMs: 20_000,
+  });
+  assertEquals(outcome.status, "memory_limit", outcome.error);
+  await assertStillServes();
+});
+
 Deno.test("limits: output under the cap is not truncated", opts, async () => {
   const outcome = await run(runtime, "console.log('y'.repeat(1000)); return 1;");
   assertEquals(outcome.status, "success");

@@ -40,9 +40,8 @@ Deno.test("pool: start rejects when a required isolation layer is missing", opts
 });
 
 Deno.test("pool: starts with the host's layers required and prewarms", opts, async () => {
-  const probe = createJavaScriptRuntime(testSettings());
   // Whatever this host offers must be accepted when required.
-  await probe.start();
+  const probe = await startRuntime();
   const layers = Object.entries(probe.info().isolation).filter(([, on]) => on).map(([n]) => n);
   await probe.shutdown();
   runtime = await startRuntime({ poolSize: 3, maxInstances: 16, requireIsolation: layers });

@@ -11,7 +11,7 @@
  */
 
 import vm from "node:vm";
-import type { DoneFrame, RunFrame } from "./protocol.ts";
+import { type DoneFrame, OUTPUT_CHUNK, type RunFrame } from "./protocol.ts";
 
 // deno-lint-ignore no-explicit-any
 type AnyRecord = Record<string | symbol, any>;
@@ -169,14 +169,16 @@ function exposedGlobals(): string[] {
 /** Output of `run`: dropped once that run finished, so late callbacks never reach a later run. */
 function write(run: RunState | undefined, fd: 1 | 2, text: string): void {
   if (!run || run.finished) return;
-  const used = run.bytes[fd - 1] + encoder.encode(text).length;
-  run.bytes[fd - 1] = used;
-  post({ t: "out", id: run.id, fd, data: text });
-  if (used > run.maxOutputBytes) {
-    // The host stops the run at the cap too; ending it here also works when this thread is
-    // the one that relays frames (inline mode), which a print loop would otherwise starve.
-    finish({ exitCode: 1, oversized: true });
-    throw new ExitSignal(1);
+  for (let offset = 0; offset < text.length; offset += OUTPUT_CHUNK) {
+    const data = text.length <= OUTPUT_CHUNK ? text : text.slice(offset, offset + OUTPUT_CHUNK);
+    run.bytes[fd - 1] += encoder.encode(data).length;
+    post({ t: "out", id: run.id, fd, data });
+    if (run.bytes[fd - 1] > run.maxOutputBytes) {
+      // The host stops the run at the cap too; ending it here also works when this thread
+      // is the one that relays frames (inline mode), which a print loop would starve.
+      finish({ exitCode: 1, oversized: true });
+      throw new ExitSignal(1);
+    }
   }
 }
 

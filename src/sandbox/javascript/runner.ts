@@ -27,7 +27,12 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
   const conn = await Deno.connect({ transport: "unix", path: socketPath });
   const send = frameWriter(conn);
   const onRun = args.includes("--inline")
-    ? await inlineRealm(send, [socketPath, new URL("./realm.ts", import.meta.url).pathname])
+    ? await inlineRealm(send, [
+      socketPath,
+      ...["./worker.ts", "./realm.ts", "./protocol.ts"].map(
+        (path) => new URL(path, import.meta.url).pathname,
+      ),
+    ])
     : await workerRealm(send);
   send({ t: "ready" });
 

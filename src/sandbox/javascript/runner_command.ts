@@ -48,6 +48,16 @@ export const WORKER_ENTRY = new URL("./worker.ts", import.meta.url);
 /** The sandbox realm module, imported by the worker (or by the runner in inline mode). */
 export const REALM_MODULE = new URL("./realm.ts", import.meta.url);
 
+/**
+ * Modules the runner loads after start (the worker's module graph, or the realm in inline
+ * mode): the only files it may read. Runner and worker code, not user code, reads them.
+ */
+export const RUNNER_READABLE = [
+  WORKER_ENTRY.pathname,
+  REALM_MODULE.pathname,
+  new URL("./protocol.ts", import.meta.url).pathname,
+];
+
 /** Absolute path of the runner entry module. */
 export const RUNNER_ENTRY = new URL("./runner.ts", import.meta.url);
 
@@ -84,7 +94,7 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
     "--unstable-worker-options",
     `--v8-flags=--max-old-space-size=${memoryLimitMb}`,
     `--allow-net=unix:${socketPath}`,
-    `--allow-read=${socketPath},${WORKER_ENTRY.pathname},${REALM_MODULE.pathname}`,
+    `--allow-read=${[socketPath, ...RUNNER_READABLE].join(",")}`,
     `--allow-write=${socketPath}`,
     RUNNER_ENTRY.pathname,
     socketPath,

@@ -235,9 +235,12 @@ export class JsRunner implements Sandbox {
       this.#output(active, frame.fd, frame.data);
       return;
     }
+    const cap = this.#options.maxOutputBytes;
+    const oversized = frame.oversized || (frame.explicit?.length ?? 0) > cap ||
+      (frame.returned?.length ?? 0) > cap;
     const status: RunStatus = frame.memory
       ? "memory_limit"
-      : frame.oversized
+      : oversized
       ? "output_limit"
       : frame.exitCode === 0
       ? "success"
@@ -321,7 +324,9 @@ export class JsRunner implements Sandbox {
     // The process is gone; give its stderr a moment to drain to tell OOM from a crash.
     await Promise.race([this.#stderrDone, new Promise((r) => setTimeout(r, 50))]);
     if (this.#active !== active) return;
-    const oom = /out of memory|Array buffer allocation failed/i.test(this.#stderrTail);
+    const oom =
+      /out of memory|Array buffer allocation failed|memory allocation of \d+ bytes failed/i
+        .test(this.#stderrTail);
     const exitCode = status.signal ? 128 + signalNumber(status.signal) : status.code;
     this.#settle(active, {
       status: oom ? "memory_limit" : "crashed",
