@@ -166,19 +166,19 @@ export class JsRunner implements Sandbox {
       job,
     };
     this.#active = active;
+    // Armed before the write, so even a runner that stops reading cannot stall the answer.
+    active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
     try {
       await this.#writer.write(encodeFrame(frame));
     } catch (error) {
-      this.#active = undefined;
-      this.kill();
-      throw new SandboxStartError(`runner ${this.id} did not accept the run`, { cause: error });
+      if (this.#active === active) {
+        // The runner was gone before it could read the code: nothing ran.
+        this.#active = undefined;
+        clearTimeout(active.timer);
+        this.kill();
+        throw new SandboxStartError(`runner ${this.id} did not accept the run`, { cause: error });
+      }
     }
-    if (this.#dead) {
-      // Died before the frame could matter; the code may not have started.
-      this.#active = undefined;
-      throw new SandboxStartError(`runner ${this.id} exited before the run started`);
-    }
-    active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
     const outcome = await promise;
     let reusable: Promise<boolean>;
     if (outcome.status === "success" || outcome.status === "error") {
