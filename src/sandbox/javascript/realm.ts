@@ -260,9 +260,21 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   // A macrotask runs only once the code of the run has stopped, even queued microtasks.
   if (idleNow) post({ t: "idle", id: run.id });
   else nextMacrotask(() => post({ t: "idle", id: run.id }));
+  nextMacrotask(() => {
+    if (current === run) prepared ??= prepareContext();
+  });
 }
 
-function createContext(frame: RunFrame, run: RunState): vm.Context {
+interface PreparedContext {
+  sandbox: AnyRecord;
+  context: vm.Context;
+  parseJson: (text: string) => unknown;
+}
+
+/** The next run's context, built while the realm is idle so a run does not wait for it. */
+let prepared: PreparedContext | undefined;
+
+function prepareContext(): PreparedContext {
   const sandbox: AnyRecord = {};
   for (const name of exposed) {
     const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
@@ -271,17 +283,20 @@ function createContext(frame: RunFrame, run: RunState): vm.Context {
     sandbox[name] = value;
   }
   sandbox.Deno = Deno;
+  const context = vm.createContext(sandbox);
+  // The context's own JSON, so `input` has the run's prototypes.
+  const parseJson = vm.runInContext("JSON.parse", context);
+  return { sandbox, context, parseJson };
+}
+
+function createContext(frame: RunFrame, run: RunState): vm.Context {
+  const { sandbox, context, parseJson } = prepared ?? prepareContext();
+  prepared = undefined;
   sandbox.console = new ConsoleClass((message, level) => write(run, level > 1 ? 2 : 1, message));
   sandbox.return_val = (value: unknown) => {
     run.explicit = typeof value === "string" ? value : serialize(value);
   };
-  const context = vm.createContext(sandbox);
-  if (frame.input !== undefined) {
-    // Parsed by the context's own JSON so `input` has the run's prototypes.
-    sandbox.input = vm.runInContext("JSON.parse", context)(frame.input);
-  } else {
-    sandbox.input = undefined;
-  }
+  sandbox.input = frame.input === undefined ? undefined : parseJson(frame.input);
   return context;
 }
 
@@ -328,6 +343,7 @@ export function installSandbox(send: (frame: unknown) => void): (frame: RunFrame
   post = send;
   exposed = exposedGlobals();
   lockDown();
+  prepared = prepareContext();
   return (frame) => {
     if (frame?.t === "run") run(frame);
   };
