@@ -173,6 +173,29 @@ Deno.test("semantics: TypeScript stack traces keep the user's line numbers", opt
   assertStringIncludes(outcome.stderr, "main.ts:5:7");
 });
 
+Deno.test(
+  "semantics: a TypeScript syntax error is status error with its position",
+  opts,
+  async () => {
+    const outcome = await run(runtime, "const a: number = 1;\nlet b: = 2;", {
+      language: "typescript",
+    });
+    assertEquals(outcome.status, "error");
+    assertEquals(outcome.exitCode, 1);
+    assertStringIncludes(outcome.stderr, "SyntaxError");
+    assertStringIncludes(outcome.stderr, "main.ts:2:8");
+  },
+);
+
+Deno.test("semantics: input null and input arrays are passed as they are", opts, async () => {
+  assertEquals((await run(runtime, "return input", { input: null })).retVal, "null");
+  assertEquals(
+    (await run(runtime, "return Array.isArray(input) && input.length", { input: [1, 2, 3] }))
+      .retVal,
+    "3",
+  );
+});
+
 Deno.test("semantics: an unhandled rejection is status error", opts, async () => {
   const outcome = await run(
     runtime,
