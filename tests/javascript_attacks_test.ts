@@ -356,6 +356,47 @@ Deno.test("attacks: Deno.exit and process.exit only end the run", opts, async ()
   await assertStillServes();
 });
 
+Deno.test("attacks: signals reach neither the service nor other processes", opts, async () => {
+  const victim = new Deno.Command("sleep", { args: ["60"], stdout: "null", stderr: "null" })
+    .spawn();
+  try {
+    for (const pid of [Deno.pid, victim.pid]) {
+      assertDenied(await run(runtime, `Deno.kill(${pid}, 'SIGKILL')`), "NotCapable");
+      assertDenied(
+        await run(runtime, ESCAPE + `(await imp('node:process')).default.kill(${pid}, 'SIGKILL')`),
+        "NotCapable",
+      );
+    }
+  } finally {
+    victim.kill("SIGKILL");
+    await victim.status;
+  }
+  await assertStillServes();
+});
+
+Deno.test(
+  "attacks: a run that kills or aborts its own runner only crashes itself",
+  opts,
+  async () => {
+    const killed = await run(
+      runtime,
+      ESCAPE + "const p = (await imp('node:process')).default; p.kill(p.pid, 'SIGKILL');",
+    );
+    assertEquals(killed.status, "crashed");
+    const aborted = await run(runtime, ESCAPE + "(await imp('node:process')).default.abort();");
+    assert(aborted.status === "crashed" || aborted.status === "error", aborted.status);
+    const closed = await run(
+      runtime,
+      ESCAPE + "let p = W;\nwhile (p && !Object.getOwnPropertyNames(p).includes('close')) " +
+        "p = Object.getPrototypeOf(p);\np?.close.call(W);\nreturn 1;",
+      { tenant: "closer" },
+    );
+    assertEquals(closed.status, "success");
+    assertEquals((await run(runtime, SEED, { tenant: "closer" })).retVal, "42");
+    await assertStillServes();
+  },
+);
+
 Deno.test("attacks: an unhandled rejection never takes the runner down", opts, async () => {
   const outcome = await run(
     runtime,
