@@ -32,9 +32,10 @@ export type { CommandLine, RunnerCommandOptions, RunnerLayers } from "./runner_c
 
 /**
  * Virtual memory V8 reserves in a runner before any user allocation and that RLIMIT_DATA
- * counts (two isolates: runner and worker). Measured: boots at 1088 MiB, fails at 1024 MiB.
+ * counts, per isolate count. Measured on Deno 2.9.6: with a worker (two isolates) a runner
+ * boots at 1088 MiB and fails at 1024; inline (one isolate) boots at 576 and fails at 512.
  */
-const DATA_BASE_MB = 1152;
+const DATA_BASE_MB = { worker: 1152, inline: 640 } as const;
 /** First uid of the range runners run as when the service is root. */
 const RUNNER_UID_BASE = 2_000_000;
 const RUNNER_UID_RANGE = 60_000;
@@ -100,12 +101,12 @@ class JavaScriptRuntime implements Runtime {
       create: () =>
         startRunner({
           memoryLimitMb: settings.memoryLimitMb,
-          dataLimitBytes: (DATA_BASE_MB + settings.memoryLimitMb) * 1024 * 1024,
+          dataLimitBytes: (DATA_BASE_MB[this.#mode()] + settings.memoryLimitMb) * 1024 * 1024,
           maxOutputBytes: settings.maxOutputBytes,
           uid: this.#nextUid(),
           layers: this.#layers,
           denoDir: this.#cacheDir,
-          inline: this.#options.runnerMode === "inline",
+          inline: this.#mode() === "inline",
         }),
       size: settings.poolSize,
       max: Math.max(settings.maxInstances, 1),
@@ -190,7 +191,11 @@ class JavaScriptRuntime implements Runtime {
   }
 
   #isolation(): Record<string, boolean> {
-    return describeLayers(this.#layers, this.#options.runnerMode ?? "worker");
+    return describeLayers(this.#layers, this.#mode());
+  }
+
+  #mode(): "worker" | "inline" {
+    return this.#options.runnerMode ?? "worker";
   }
 
   #requirePool(): SandboxPool<JsRunner> {
