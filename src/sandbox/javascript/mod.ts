@@ -138,7 +138,13 @@ class JavaScriptRuntime implements Runtime {
     let runner: JsRunner;
     let result;
     for (let attempt = 1;; attempt++) {
-      runner = await pool.acquire(job.tenant);
+      try {
+        runner = await pool.acquire(job.tenant);
+      } catch (error) {
+        // A boot failed (the pool backs off between boots): the code never started.
+        if (!(error instanceof SandboxStartError) || attempt >= START_ATTEMPTS) throw error;
+        continue;
+      }
       try {
         result = await runner.run(runnerJob);
         break;

@@ -42,6 +42,11 @@ export interface CommandLine {
   args: string[];
 }
 
+/** Open file descriptors a runner may hold (it needs a few dozen). */
+const RUNNER_NOFILE = 256;
+/** Threads a runner's uid may run (Deno uses about 10-20; a worker spawn loop stops here). */
+const RUNNER_NPROC = 64;
+
 /** The worker boot module, which the runner must be able to read to start its worker. */
 export const WORKER_ENTRY = new URL("./worker.ts", import.meta.url);
 
@@ -68,7 +73,18 @@ export const RUNNER_ENTRY = new URL("./runner.ts", import.meta.url);
 export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
   const { socketPath, memoryLimitMb, dataLimitBytes, uid, layers } = options;
   const argv: string[] = [];
-  if (layers.rlimit) argv.push("prlimit", `--data=${dataLimitBytes}:${dataLimitBytes}`, "--");
+  if (layers.rlimit) {
+    argv.push(
+      "prlimit",
+      `--data=${dataLimitBytes}:${dataLimitBytes}`,
+      // No core files from V8's aborts; a small descriptor budget.
+      "--core=0:0",
+      `--nofile=${RUNNER_NOFILE}:${RUNNER_NOFILE}`,
+    );
+    // RLIMIT_NPROC counts threads per uid system-wide: only safe with a uid of its own.
+    if (layers.uid) argv.push(`--nproc=${RUNNER_NPROC}:${RUNNER_NPROC}`);
+    argv.push("--");
+  }
   if (layers.netns) argv.push("unshare", "--net", "--");
   if (layers.uid) {
     argv.push(
