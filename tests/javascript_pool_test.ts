@@ -107,7 +107,7 @@ Deno.test(
       return killed.every((pid) => !live.has(pid));
     }, "the killed runners to be gone");
     const after = await run(runtime, SEED, { tenant: "victim" });
-    assertEquals(after.retVal, "42");
+    assertEquals(after.retVal, "42", JSON.stringify(after));
     await until(() => runtime.stats().idleInstances >= 3, "the pool to refill");
   },
 );

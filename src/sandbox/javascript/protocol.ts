@@ -69,8 +69,20 @@ export interface IdleFrame {
   id: number;
 }
 
+/**
+ * Runner → host: the runner received the run and is about to hand it to its realm. Until it
+ * arrives no user code of that run can have started, so a runner dying before it is a start
+ * failure (the job may go to another runner), after it a crash.
+ */
+export interface AckFrame {
+  /** Frame type. */
+  t: "ack";
+  /** Run number. */
+  id: number;
+}
+
 /** Every frame a runner may send. */
-export type RunnerFrame = ReadyFrame | OutputFrame | DoneFrame | IdleFrame;
+export type RunnerFrame = ReadyFrame | AckFrame | OutputFrame | DoneFrame | IdleFrame;
 
 /** Largest frame either side accepts, in bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -154,6 +166,9 @@ export function parseRunnerFrame(body: string): RunnerFrame {
     case "idle":
       if (!isRunId(frame.id)) break;
       return { t: "idle", id: frame.id };
+    case "ack":
+      if (!isRunId(frame.id)) break;
+      return { t: "ack", id: frame.id };
   }
   throw new Error(`unexpected frame ${JSON.stringify(body.slice(0, 80))}`);
 }

@@ -335,14 +335,34 @@ async function run(frame: RunFrame): Promise<void> {
   }
 }
 
+/** Code run once at boot with its output dropped, so the first real run finds hot code. */
+const WARM_UP = "console.log('warm', {a: [1, 'x']}, 1.5); console.error(new Error('warm'));\n" +
+  "return_val({ok: true}); await null; return {n: input.n};";
+
 /**
- * Locks this realm down and returns the function that runs one `run` frame. `send` receives
- * every frame for the host. Call once, before any user code exists.
+ * Locks this realm down, runs a warm-up, and returns the function that runs one `run` frame.
+ * `send` receives every frame for the host. Call once, before any user code exists.
  */
-export function installSandbox(send: (frame: unknown) => void): (frame: RunFrame) => void {
-  post = send;
+export async function installSandbox(
+  send: (frame: unknown) => void,
+): Promise<(frame: RunFrame) => void> {
   exposed = exposedGlobals();
   lockDown();
+  const warmed = Promise.withResolvers<void>();
+  post = (frame) => {
+    if ((frame as { t?: string }).t === "idle") warmed.resolve();
+  };
+  await run({
+    t: "run",
+    id: 0,
+    code: WARM_UP,
+    file: "warm_up.js",
+    input: '{"n":1}',
+    maxOutputBytes: 1024,
+  });
+  await warmed.promise;
+  post = send;
+  current = undefined;
   prepared = prepareContext();
   return (frame) => {
     if (frame?.t === "run") run(frame);

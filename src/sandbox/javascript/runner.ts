@@ -40,7 +40,10 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
   for await (const chunk of conn.readable) {
     for (const body of decoder.push(chunk)) {
       const frame = JSON.parse(body) as RunFrame;
-      if (frame.t === "run") onRun(frame);
+      if (frame.t !== "run") continue;
+      // The code starts only once the host knows it was received (see AckFrame).
+      await send({ t: "ack", id: frame.id });
+      onRun(frame);
     }
   }
   // The host closed the socket: nothing more to do.
@@ -48,7 +51,7 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
 }
 
 /** Starts the no-permission worker; resolves once its realm is installed. */
-async function workerRealm(send: (frame: unknown) => void): Promise<(frame: RunFrame) => void> {
+async function workerRealm(send: (frame: unknown) => unknown): Promise<(frame: RunFrame) => void> {
   const worker = new Worker(new URL("./worker.ts", import.meta.url), {
     type: "module",
     deno: { permissions: "none" },
@@ -75,7 +78,7 @@ async function workerRealm(send: (frame: unknown) => void): Promise<(frame: RunF
 
 /** Installs the realm on this thread after giving up every permission, for good. */
 async function inlineRealm(
-  send: (frame: unknown) => void,
+  send: (frame: unknown) => unknown,
   paths: string[],
 ): Promise<(frame: RunFrame) => void> {
   const { installSandbox } = await import("./realm.ts");
@@ -95,21 +98,28 @@ async function inlineRealm(
       exit(3);
     }
   }
-  return installSandbox(send);
+  return await installSandbox(send);
 }
 
-/** Serializes frame writes, coalescing frames queued while a write is under way. */
-function frameWriter(conn: Deno.UnixConn): (frame: unknown) => void {
+/**
+ * Serializes frame writes, coalescing frames queued while a write is under way. The returned
+ * promise settles once the frame was handed to the socket.
+ */
+function frameWriter(conn: Deno.UnixConn): (frame: unknown) => Promise<void> {
   const writer = conn.writable.getWriter();
   let queue: Uint8Array[] = [];
+  let written: (() => void)[] = [];
   let writing = false;
   async function flush(): Promise<void> {
     writing = true;
     try {
       while (queue.length > 0) {
         const parts = queue;
+        const done = written;
         queue = [];
+        written = [];
         await writer.write(parts.length === 1 ? parts[0] : join(parts));
+        for (const resolve of done) resolve();
       }
     } catch {
       exit(0);
@@ -117,8 +127,11 @@ function frameWriter(conn: Deno.UnixConn): (frame: unknown) => void {
     writing = false;
   }
   return (frame) => {
+    const { promise, resolve } = Promise.withResolvers<void>();
     queue.push(encodeFrame(frame));
+    written.push(resolve);
     if (!writing) flush();
+    return promise;
   };
 }
 

@@ -73,6 +73,10 @@ interface ActiveRun {
   bytes: [number, number];
   truncated: boolean;
   resolve: (outcome: RunOutcome) => void;
+  /** Ends the run as a start failure: only before the runner acknowledged it. */
+  reject: (error: SandboxStartError) => void;
+  /** True once the runner acknowledged the run (its code may have started from then on). */
+  acked: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   job: RunnerJob;
 }
@@ -151,7 +155,7 @@ export class JsRunner implements Sandbox {
       maxOutputBytes: this.#options.maxOutputBytes,
     };
     if (job.input !== undefined) frame.input = job.input;
-    const { promise, resolve } = Promise.withResolvers<RunOutcome>();
+    const { promise, resolve, reject } = Promise.withResolvers<RunOutcome>();
     const idle = Promise.withResolvers<boolean>();
     this.#idleWaiter = { id, resolve: idle.resolve };
     const active: ActiveRun = {
@@ -162,6 +166,8 @@ export class JsRunner implements Sandbox {
       bytes: [0, 0],
       truncated: false,
       resolve,
+      reject,
+      acked: false,
       timer: undefined,
       job,
     };
@@ -229,6 +235,14 @@ export class JsRunner implements Sandbox {
     const active = this.#active;
     if (!active || active.id !== frame.id) {
       this.#anomaly(`frame for run ${frame.id} outside that run`);
+      return;
+    }
+    if (frame.t === "ack") {
+      active.acked = true;
+      return;
+    }
+    if (!active.acked) {
+      this.#anomaly(`frame ${frame.t} before the run was acknowledged`);
       return;
     }
     if (frame.t === "out") {
@@ -306,6 +320,10 @@ export class JsRunner implements Sandbox {
     this.kill();
     const active = this.#active;
     if (!active) return;
+    if (!active.acked) {
+      this.#abort(active, `runner ${this.id} failed before taking the run: ${reason}`);
+      return;
+    }
     this.#settle(active, {
       status: "crashed",
       exitCode: KILL_CODE,
@@ -322,6 +340,10 @@ export class JsRunner implements Sandbox {
     const active = this.#active;
     if (!active) return;
     // The process is gone; give its stderr a moment to drain to tell OOM from a crash.
+    if (!active.acked) {
+      this.#abort(active, `runner ${this.id} exited before taking the run`);
+      return;
+    }
     await Promise.race([this.#stderrDone, new Promise((r) => setTimeout(r, 50))]);
     if (this.#active !== active) return;
     const oom =
@@ -352,6 +374,13 @@ export class JsRunner implements Sandbox {
 
   #outputMessage(): string {
     return `output limit of ${this.#options.maxOutputBytes} bytes exceeded`;
+  }
+
+  #abort(active: ActiveRun, message: string): void {
+    if (this.#active !== active) return;
+    this.#active = undefined;
+    clearTimeout(active.timer);
+    active.reject(new SandboxStartError(message));
   }
 
   #settle(

@@ -14,10 +14,10 @@ const scope = globalThis as unknown as { postMessage: (message: unknown) => void
 const post = scope.postMessage.bind(globalThis);
 const listen = addEventListener.bind(globalThis);
 
-try {
-  const onRun = installSandbox(post);
-  listen("message", (event) => onRun((event as MessageEvent).data as RunFrame));
-  post({ t: "booted" });
-} catch (error) {
-  post({ t: "fatal", message: String(error) });
-}
+installSandbox(post).then(
+  (onRun) => {
+    listen("message", (event) => onRun((event as MessageEvent).data as RunFrame));
+    post({ t: "booted" });
+  },
+  (error) => post({ t: "fatal", message: String(error) }),
+);
