@@ -112,6 +112,25 @@ Deno.test(
   },
 );
 
+Deno.test("pool: a job handed to a runner that just died idle runs on another", opts, async () => {
+  await run(runtime, SEED, { tenant: "idle-death" });
+  await until(() => {
+    const stats = runtime.stats();
+    return stats.totalInstances === stats.idleInstances;
+  }, "the pool to settle");
+  // Every idle runner dies; the pool may not have noticed when the next job arrives.
+  for (const pid of await runnerPids()) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  const outcome = await run(runtime, SEED, { tenant: "idle-death" });
+  assertEquals(outcome.status, "success", JSON.stringify(outcome));
+  assertEquals(outcome.retVal, "42");
+});
+
 Deno.test(
   "pool: raw writes to every file descriptor cannot reach the protocol socket",
   opts,

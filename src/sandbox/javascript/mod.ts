@@ -39,8 +39,8 @@ const DATA_BASE_MB = { worker: 1152, inline: 640 } as const;
 /** First uid of the range runners run as when the service is root. */
 const RUNNER_UID_BASE = 2_000_000;
 const RUNNER_UID_RANGE = 60_000;
-/** Runners tried for one job when they turn out dead before the code started. */
-const START_ATTEMPTS = 3;
+/** Boots tried for one job when they fail before its code started. */
+const BOOT_ATTEMPTS = 3;
 
 /** Tuning of the runner pool beyond {@link RuntimeSettings}. */
 export interface JavaScriptRuntimeOptions {
@@ -137,21 +137,24 @@ class JavaScriptRuntime implements Runtime {
     const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
     let runner: JsRunner;
     let result;
-    for (let attempt = 1;; attempt++) {
+    // Every retry below is safe: the code never started. Dead idle runners are dropped one by
+    // one (at most the pool's size of them); boots that fail are retried a few times.
+    let bootFailures = 0;
+    let deadRunners = 0;
+    for (;;) {
       try {
         runner = await pool.acquire(job.tenant);
       } catch (error) {
-        // A boot failed (the pool backs off between boots): the code never started.
-        if (!(error instanceof SandboxStartError) || attempt >= START_ATTEMPTS) throw error;
+        if (!(error instanceof SandboxStartError) || ++bootFailures >= BOOT_ATTEMPTS) throw error;
         continue;
       }
       try {
         result = await runner.run(runnerJob);
         break;
       } catch (error) {
-        // The runner died while idle: the code never started, so another runner may take it.
         pool.release(runner, false);
-        if (!(error instanceof SandboxStartError) || attempt >= START_ATTEMPTS) throw error;
+        const limit = this.#settings.maxInstances + 1;
+        if (!(error instanceof SandboxStartError) || ++deadRunners > limit) throw error;
       }
     }
     // Released before answering, so the tenant's next run finds this runner idle; the wait is
