@@ -44,8 +44,11 @@ export interface CommandLine {
 
 /** Open file descriptors a runner may hold (it needs a few dozen). */
 const RUNNER_NOFILE = 256;
-/** Threads a runner's uid may run (Deno uses about 10-20; a worker spawn loop stops here). */
-const RUNNER_NPROC = 64;
+/**
+ * Threads a runner's uid may run: Deno uses about 6-10 on 2 cores (V8 adds one per core), so
+ * this leaves room on big hosts while a thread-spawning loop still stops early.
+ */
+const RUNNER_NPROC = 48 + 2 * (navigator.hardwareConcurrency ?? 1);
 
 /** The worker boot module, which the runner must be able to read to start its worker. */
 export const WORKER_ENTRY = new URL("./worker.ts", import.meta.url);
