@@ -91,7 +91,6 @@ export class JsRunner implements Sandbox {
   #conn: Deno.UnixConn | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #options: RunnerOptions;
-  #dir: string;
   #dead = false;
   #stderrTail = "";
   #stderrDone: Promise<void>;
@@ -100,16 +99,24 @@ export class JsRunner implements Sandbox {
   #idleWaiter: { id: number; resolve: (idle: boolean) => void } | undefined;
   #nextRunId = 1;
 
-  constructor(child: Deno.ChildProcess, dir: string, options: RunnerOptions, id: string) {
-    this.id = id;
+  /** Supervises `child`, a runner started in the private directory `init.dir`. */
+  constructor(
+    child: Deno.ChildProcess,
+    init: { id: string; dir: string; options: RunnerOptions },
+  ) {
+    this.id = init.id;
     this.#child = child;
-    this.#dir = dir;
-    this.#options = options;
+    this.#options = init.options;
     this.#stderrDone = this.#readStderr();
     this.#ready.promise.catch(() => {});
     this.exited = child.status.then(async (status) => {
       this.#dead = true;
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      try {
+        this.#conn?.close();
+      } catch {
+        // already closed
+      }
+      await Deno.remove(init.dir, { recursive: true }).catch(() => {});
       this.#onExit(status);
       return status;
     });
@@ -444,7 +451,7 @@ export async function startRunner(options: RunnerOptions): Promise<JsRunner> {
       stderr: "piped",
       detached: true,
     }).spawn();
-    runner = new JsRunner(child, dir, options, `js-${Deno.pid}-${++runnerCounter}`);
+    runner = new JsRunner(child, { id: `js-${Deno.pid}-${++runnerCounter}`, dir, options });
     const bootTimeout = options.bootTimeoutMs ?? 10_000;
     const accepted = listener.accept();
     const conn = await Promise.race([
