@@ -65,14 +65,17 @@ export function run(
   return runtime.run(job);
 }
 
-/** Pids of live runner processes started from this checkout. */
+/** Pids of live runner processes started by this test process. */
 export async function runnerPids(): Promise<number[]> {
   const pids: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (cmdline.includes(RUNNER_ENTRY.pathname)) pids.push(Number(entry.name));
+      if (!cmdline.includes(RUNNER_ENTRY.pathname)) continue;
+      const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (parent === Deno.pid) pids.push(Number(entry.name));
     } catch {
       // exited meanwhile
     }
