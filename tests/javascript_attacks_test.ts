@@ -429,6 +429,26 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "attacks: input that breaks the TypeScript parser breaks nothing after it",
+  opts,
+  async () => {
+    const deep = "(".repeat(200_000) + "1" + ")".repeat(200_000);
+    const broken = await run(runtime, `const a: number = ${deep};`, { language: "typescript" });
+    assertEquals(broken.status, "error");
+    const invalid = await runtime.validate(`const a: number = ${deep};`, "typescript");
+    assertEquals(invalid.valid, false);
+    const later = await run(runtime, "const n: number = 41;\nreturn n + 1;", {
+      language: "typescript",
+    });
+    assertEquals(later.status, "success", later.stderr);
+    assertEquals(later.retVal, "42");
+    const jsDeep = await runtime.validate(`return ${deep};`, "javascript");
+    assertEquals(jsDeep.valid, false);
+    await assertStillServes();
+  },
+);
+
 Deno.test("attacks: runtime shuts down", opts, async () => {
   await runtime.shutdown();
 });

@@ -6,9 +6,33 @@
  * @module
  */
 
-import { transformSync } from "amaro";
+// The static import keeps amaro in the module graph (installed, locked, typed); calls go
+// through `stripper`, which can be reloaded (see loadStripper).
+import type { transformSync } from "amaro";
+import "amaro";
 import * as acorn from "acorn";
+import { createRequire } from "node:module";
 import type { SyntaxProblem } from "../../runtime.ts";
+
+const require = createRequire(import.meta.url);
+
+interface Stripper {
+  transformSync: typeof transformSync;
+}
+
+/**
+ * Loads a fresh copy of amaro. Its wasm parser is left unusable by some inputs (e.g. nesting
+ * deep enough to exhaust its stack: "memory access out of bounds" from then on), so after
+ * such a failure the module is dropped from the require cache and loaded anew.
+ */
+function loadStripper(): Stripper {
+  for (const key of Object.keys(require.cache)) {
+    if (key.includes("/amaro/")) delete require.cache[key];
+  }
+  return require("amaro") as Stripper;
+}
+
+let stripper = loadStripper();
 
 /** Result of {@link stripTypes}: JavaScript, or the syntax problem that prevented it. */
 export type StripResult = { ok: true; code: string } | { ok: false; problem: SyntaxProblem };
@@ -34,20 +58,33 @@ interface AmaroError {
 export function stripTypes(code: string): StripResult {
   const source = PREFIX + code + SUFFIX;
   try {
-    const stripped = transformSync(source, { mode: "strip-only" }).code;
+    const stripped = stripper.transformSync(source, { mode: "strip-only" }).code;
     return { ok: true, code: stripped.slice(PREFIX.length, stripped.length - SUFFIX.length) };
   } catch (error) {
     const failure = error as AmaroError;
-    if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: amaroProblem(failure) };
+    if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: failed(failure) };
   }
   try {
-    const transformed = transformSync(source, { mode: "transform" }).code;
+    const transformed = stripper.transformSync(source, { mode: "transform" }).code;
     const start = transformed.indexOf("{") + 1;
     const end = transformed.lastIndexOf("}");
     return { ok: true, code: transformed.slice(start, end) };
   } catch (error) {
-    return { ok: false, problem: amaroProblem(error as AmaroError) };
+    return { ok: false, problem: failed(error as AmaroError) };
   }
+}
+
+/** A syntax problem from amaro's error; an internal failure also replaces the parser. */
+function failed(error: AmaroError): SyntaxProblem {
+  if (error.code === "InvalidSyntax" || error.code === "UnsupportedSyntax") {
+    return amaroProblem(error);
+  }
+  stripper = loadStripper();
+  return {
+    message: `the TypeScript parser gave up on this code (${error.message ?? "unknown error"})`,
+    line: 1,
+    column: 1,
+  };
 }
 
 function amaroProblem(error: AmaroError): SyntaxProblem {
