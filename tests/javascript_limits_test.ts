@@ -151,6 +151,21 @@ Deno.test("limits: output under the cap is not truncated", opts, async () => {
   assertEquals(outcome.stdout.length, 1001);
 });
 
+Deno.test(
+  "limits: code and input beyond one frame are refused without a runner",
+  opts,
+  async () => {
+    const outcome = await run(runtime, "return input.length", {
+      input: "x".repeat(70 * 1024 * 1024),
+    });
+    assertEquals(outcome.status, "error");
+    assertStringIncludes(outcome.stderr, "must stay under 64 MiB");
+    const large = await run(runtime, "return input.length", { input: "x".repeat(4 * 1024 * 1024) });
+    assertEquals(large.retVal, String(4 * 1024 * 1024));
+    await assertStillServes();
+  },
+);
+
 Deno.test("limits: runtime shuts down", opts, async () => {
   await runtime.shutdown();
 });

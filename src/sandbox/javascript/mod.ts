@@ -25,6 +25,7 @@ import { describeLayers, probeLayers } from "./isolation.ts";
 import type { RunnerLayers } from "./runner_command.ts";
 import { RUNNER_ENTRY, WORKER_ENTRY } from "./runner_command.ts";
 import { type JsRunner, startRunner } from "./runner_process.ts";
+import { MAX_FRAME_BYTES } from "./protocol.ts";
 import { checkSyntax, stripTypes } from "./syntax.ts";
 
 export { runnerCommandLine } from "./runner_command.ts";
@@ -134,6 +135,7 @@ class JavaScriptRuntime implements Runtime {
     const problem = checkSyntax(code);
     if (problem) return syntaxOutcome(problem, file);
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
+    if (tooLargeForFrame(code, input)) return tooLargeOutcome();
     const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
     let runner: JsRunner;
     let result;
@@ -215,6 +217,32 @@ class JavaScriptRuntime implements Runtime {
   #nextUid(): number {
     return RUNNER_UID_BASE + (this.#uidCounter++ % RUNNER_UID_RANGE);
   }
+}
+
+/** True when code and input would not fit one protocol frame (a runner would refuse it). */
+function tooLargeForFrame(code: string, input: string | undefined): boolean {
+  const chars = code.length + (input?.length ?? 0);
+  // A UTF-16 unit takes at most 3 bytes in UTF-8 (JSON escaping aside): measure only near it.
+  if (chars * 3 < MAX_FRAME_BYTES - 4096) return false;
+  const encoder = new TextEncoder();
+  const bytes = encoder.encode(JSON.stringify(code)).length +
+    encoder.encode(JSON.stringify(input ?? "")).length;
+  return bytes > MAX_FRAME_BYTES - 4096;
+}
+
+function tooLargeOutcome(): RunOutcome {
+  return {
+    stdout: "",
+    stderr: `Uncaught RangeError: code and input together must stay under ${
+      MAX_FRAME_BYTES / 1024 / 1024
+    } MiB\n`,
+    retVal: "",
+    status: "error",
+    exitCode: 1,
+    durationMs: 0,
+    truncated: false,
+    instanceId: "size-check",
+  };
 }
 
 function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
