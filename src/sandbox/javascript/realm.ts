@@ -234,7 +234,11 @@ function uncaught(error: unknown, prefix: string): void {
   } catch {
     text = serialize(error);
   }
-  write(run, 2, `${prefix} ${text}\n`);
+  try {
+    write(run, 2, `${prefix} ${text}\n`);
+  } catch {
+    // past the output cap: write() already ended the run
+  }
   finish({ exitCode: 1 });
 }
 
