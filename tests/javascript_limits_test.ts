@@ -120,6 +120,14 @@ Deno.test("limits: one oversized stderr write is cut at the cap", opts, async ()
   await assertStillServes();
 });
 
+Deno.test("limits: an uncaught error larger than the cap is output_limit", opts, async () => {
+  const outcome = await run(runtime, "throw new Error('e'.repeat(100000));");
+  assertEquals(outcome.status, "output_limit");
+  assertEquals(new TextEncoder().encode(outcome.stderr).length, MAX_OUTPUT);
+  assert(outcome.stderr.startsWith("Uncaught Error: eee"));
+  await assertStillServes();
+});
+
 Deno.test("limits: a return value larger than the cap is output_limit", opts, async () => {
   const outcome = await run(runtime, "return 'x'.repeat(100000);");
   assertEquals(outcome.status, "output_limit");
