@@ -159,6 +159,12 @@ class JavaScriptRuntime implements Runtime {
         if (!(error instanceof SandboxStartError) || ++deadRunners > limit) throw error;
       }
     }
+    const { status, instanceId } = result.outcome;
+    if (this.#settings.debug && (status === "crashed" || status === "memory_limit")) {
+      // The runner's own stderr (V8's last words) is the only clue to why it died.
+      const tail = runner!.diagnostics().trim().split("\n").slice(-5).join(" | ");
+      console.error(`javascript runner ${instanceId} ended ${status}: ${tail}`);
+    }
     // Released before answering, so the tenant's next run finds this runner idle; the wait is
     // one worker message (sub-millisecond) unless the code left work running.
     pool.release(runner, await result.reusable);
