@@ -323,6 +323,19 @@ Deno.test(
   },
 );
 
+Deno.test("attacks: a polluted worker realm cannot forge a later run's result", opts, async () => {
+  const polluter = await run(
+    runtime,
+    ESCAPE + "W.Object.prototype.explicit = 'FORGED'; W.Object.prototype.returned = 'FORGED';\n" +
+      "W.Object.prototype.exitCode = 9; return 1;",
+    { tenant: "forger" },
+  );
+  const victim = await run(runtime, "console.log('hi')", { tenant: "forger" });
+  assertEquals(victim.instanceId, polluter.instanceId);
+  assertEquals([victim.status, victim.exitCode, victim.retVal], ["success", 0, ""]);
+  await assertStillServes();
+});
+
 Deno.test("attacks: timers of a run never fire in a later run of the tenant", opts, async () => {
   const setter = await run(
     runtime,

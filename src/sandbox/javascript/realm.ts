@@ -251,7 +251,7 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
     realClearInterval(id);
   }
   run.timers.clear();
-  const done: DoneFrame = { t: "done", id: run.id, ...result };
+  const done: DoneFrame = Object.assign(Object.create(null), { t: "done", id: run.id }, result);
   if (run.explicit !== undefined) done.explicit = run.explicit;
   if (run.memory) done.memory = true;
   const limit = run.maxOutputBytes;
@@ -305,14 +305,16 @@ function createContext(frame: RunFrame, run: RunState): vm.Context {
 }
 
 async function run(frame: RunFrame): Promise<void> {
-  const state: RunState = {
+  // No prototype: properties planted on this realm's Object.prototype by an earlier run of
+  // the tenant (reachable through a context escape) must not show through as `explicit`.
+  const state: RunState = Object.assign(Object.create(null), {
     id: frame.id,
     maxOutputBytes: frame.maxOutputBytes,
     bytes: [0, 0],
     timers: new Set(),
     finished: false,
     memory: false,
-  };
+  });
   current = state;
   let body: () => Promise<unknown>;
   try {
