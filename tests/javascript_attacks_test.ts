@@ -327,12 +327,37 @@ Deno.test("attacks: a polluted worker realm cannot forge a later run's result", 
   const polluter = await run(
     runtime,
     ESCAPE + "W.Object.prototype.explicit = 'FORGED'; W.Object.prototype.returned = 'FORGED';\n" +
-      "W.Object.prototype.exitCode = 9; return 1;",
+      "W.Object.prototype.exitCode = 9; W.JSON.stringify = () => '\"FORGED\"'; return 1;",
     { tenant: "forger" },
   );
-  const victim = await run(runtime, "console.log('hi')", { tenant: "forger" });
-  assertEquals(victim.instanceId, polluter.instanceId);
-  assertEquals([victim.status, victim.exitCode, victim.retVal], ["success", 0, ""]);
+  // Inline runners frame their results with this realm's JSON: the polluter may break itself.
+  assert(polluter.status === "success" || polluter.status === "crashed", polluter.status);
+  const victim = await run(runtime, "console.log('hi'); return {a: 1};", { tenant: "forger" });
+  assertEquals([victim.status, victim.exitCode, victim.retVal], ["success", 0, '{"a":1}']);
+  // The changed realm was detected before the next run: that run went to a fresh runner.
+  assert(victim.instanceId !== polluter.instanceId, "the polluted runner is not reused");
+  await assertStillServes();
+});
+
+Deno.test("attacks: subtle changes to the worker realm also retire its runner", opts, async () => {
+  for (
+    const change of [
+      "W.Array.prototype.push = W.Array.prototype.push.bind([]);",
+      "W.Deno.inspect = () => 'x';",
+      "W.setTimeout = () => 0;",
+      "Object.defineProperty(W.Promise.prototype, 'then', {writable: false});",
+      "W.Object.preventExtensions(W.Math);",
+    ]
+  ) {
+    // The change may break the changed run itself (its own result, whatever it is).
+    const first = await run(runtime, ESCAPE + change + "\nreturn 1;", {
+      tenant: "subtle",
+      timeoutMs: 2_000,
+    });
+    const next = await run(runtime, "return 2;", { tenant: "subtle" });
+    assertEquals(next.retVal, "2");
+    assert(next.instanceId !== first.instanceId, `not retired after: ${change}`);
+  }
   await assertStillServes();
 });
 

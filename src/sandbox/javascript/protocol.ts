@@ -81,8 +81,25 @@ export interface AckFrame {
   id: number;
 }
 
+/**
+ * Runner → host: the realm refused the run without starting it, because an earlier run
+ * changed the realm's globals or intrinsics. The runner must go; the run may go elsewhere.
+ */
+export interface RefusedFrame {
+  /** Frame type. */
+  t: "refused";
+  /** Run number. */
+  id: number;
+}
+
 /** Every frame a runner may send. */
-export type RunnerFrame = ReadyFrame | AckFrame | OutputFrame | DoneFrame | IdleFrame;
+export type RunnerFrame =
+  | ReadyFrame
+  | AckFrame
+  | OutputFrame
+  | DoneFrame
+  | IdleFrame
+  | RefusedFrame;
 
 /** Largest frame either side accepts, in bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -169,6 +186,9 @@ export function parseRunnerFrame(body: string): RunnerFrame {
     case "ack":
       if (!isRunId(frame.id)) break;
       return { t: "ack", id: frame.id };
+    case "refused":
+      if (!isRunId(frame.id)) break;
+      return { t: "refused", id: frame.id };
   }
   throw new Error(`unexpected frame ${JSON.stringify(body.slice(0, 80))}`);
 }

@@ -5,7 +5,7 @@
  * async function body in a fresh `node:vm` context, with Deno's console formatting, `input`,
  * `return_val` and timers that die with the run.
  *
- * Frames in: `run` (see protocol.ts). Frames out: `out`, `done`, `idle`, for the host.
+ * Frames in: `run` (see protocol.ts). Frames out: `out`, `done`, `idle`, `refused`, for the host.
  *
  * @module
  */
@@ -155,6 +155,71 @@ const DENIED_GLOBALS = new Set([
   "WorkerGlobalScope",
   "DedicatedWorkerGlobalScope",
 ]);
+
+// Integrity of this realm between runs. User code reaches this realm from its vm context in
+// one line; whatever it changes here would persist into the tenant's later runs. So before
+// each run the realm compares its globals and intrinsics with a baseline taken at boot, and
+// refuses the run (the host then uses another runner and discards this one) if they changed.
+const ownKeys = Reflect.ownKeys;
+const describe = Object.getOwnPropertyDescriptor;
+const same = Object.is;
+const WATCHED: object[] = [
+  globalThis,
+  Deno,
+  Object,
+  Object.prototype,
+  Function.prototype,
+  Array.prototype,
+  String.prototype,
+  Number.prototype,
+  Boolean.prototype,
+  Symbol.prototype,
+  BigInt.prototype,
+  Promise,
+  Promise.prototype,
+  Map.prototype,
+  Set.prototype,
+  WeakMap.prototype,
+  WeakSet.prototype,
+  RegExp.prototype,
+  Error,
+  Error.prototype,
+  JSON,
+  Math,
+  Reflect,
+  Date.prototype,
+  ArrayBuffer.prototype,
+  Object.getPrototypeOf(Uint8Array.prototype),
+  Uint8Array.prototype,
+  TextEncoder.prototype,
+  MessagePort.prototype,
+  EventTarget.prototype,
+];
+let baseline: unknown[] = [];
+
+function integritySnapshot(): unknown[] {
+  const entries: unknown[] = [];
+  for (const object of WATCHED) {
+    const keys = ownKeys(object);
+    entries.push(keys.length, Object.isExtensible(object));
+    for (const key of keys) {
+      const descriptor = describe(object, key);
+      entries.push(key, descriptor?.value, descriptor?.get, descriptor?.set);
+      entries.push(descriptor?.writable, descriptor?.enumerable, descriptor?.configurable);
+    }
+  }
+  return entries;
+}
+
+function realmChanged(): boolean {
+  if (baseline.length === 0) return false; // still booting (the warm-up run)
+  const now = integritySnapshot();
+  if (now.length !== baseline.length) return true;
+  for (let i = 0; i < now.length; i++) {
+    if (!same(now[i], baseline[i])) return true;
+  }
+  return false;
+}
 
 /** Names of worker globals (Web APIs) that user code sees beside the ECMAScript built-ins. */
 function exposedGlobals(): string[] {
@@ -315,6 +380,10 @@ async function run(frame: RunFrame): Promise<void> {
     finished: false,
     memory: false,
   });
+  if (realmChanged()) {
+    post({ t: "refused", id: frame.id });
+    return;
+  }
   current = state;
   let body: () => Promise<unknown>;
   try {
@@ -370,6 +439,17 @@ export async function installSandbox(
   post = send;
   current = undefined;
   prepared = prepareContext();
+  // Lazily defined properties settle on first read; read them all before the baseline.
+  for (const object of WATCHED) {
+    for (const key of ownKeys(object)) {
+      try {
+        (object as AnyRecord)[key];
+      } catch {
+        // a getter that throws stays a getter
+      }
+    }
+  }
+  baseline = integritySnapshot();
   return (frame) => {
     if (frame?.t === "run") run(frame);
   };

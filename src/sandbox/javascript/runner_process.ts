@@ -252,6 +252,12 @@ export class JsRunner implements Sandbox {
       this.#anomaly(`frame ${frame.t} before the run was acknowledged`);
       return;
     }
+    if (frame.t === "refused") {
+      // No code of this run started; an earlier run of the tenant changed the realm.
+      this.kill();
+      this.#abort(active, `runner ${this.id} refused the run: an earlier run changed its realm`);
+      return;
+    }
     if (frame.t === "out") {
       this.#output(active, frame.fd, frame.data);
       return;
