@@ -3,12 +3,19 @@
  * drains (health 503, new runs refused, in-flight and queued runs finish within
  * `FAAS_DRAIN_TIMEOUT`), stops every sandbox process and exits 0.
  *
+ * Started as `main.ts --faas-runner=javascript <socket> [...]` (or a compiled binary with
+ * those arguments) it is a JS runner process instead: the service starts its own runners this
+ * way when `FAAS_RUNNER_MODE` is `self`, the default of a compiled binary. Every import is
+ * dynamic so that a runner loads only the runner's modules, never the service's.
+ *
  * @module
  */
 
-import { loadConfig } from "./src/config.ts";
-import { DEFAULT_REGISTRATIONS, type RuntimeRegistration } from "./src/runtimes.ts";
-import { type Service, startService } from "./src/service.ts";
+import type { RuntimeRegistration } from "./src/runtimes.ts";
+import type { Service } from "./src/service.ts";
+
+/** The argument that turns this entry point into a runner process. */
+export const RUNNER_FLAG = "--faas-runner=";
 
 /** How {@link main} builds the service. */
 export interface MainOptions {
@@ -21,6 +28,11 @@ export interface MainOptions {
  * ends the process with exit code 1 and one line on stderr saying why.
  */
 export async function main(options: MainOptions = {}): Promise<void> {
+  const [{ loadConfig }, { DEFAULT_REGISTRATIONS }, { startService }] = await Promise.all([
+    import("./src/config.ts"),
+    import("./src/runtimes.ts"),
+    import("./src/service.ts"),
+  ]);
   let config;
   try {
     config = loadConfig();
@@ -57,10 +69,27 @@ export async function main(options: MainOptions = {}): Promise<void> {
   }
 }
 
+/**
+ * Runs the runner named by `--faas-runner=<language>` (the first argument) with the
+ * remaining arguments. Only `javascript` has a runner of this kind: Python runs in python3.
+ */
+export async function runnerMain(args: readonly string[]): Promise<void> {
+  const language = args[0].slice(RUNNER_FLAG.length);
+  if (language !== "javascript") {
+    console.error(`faas-sandbox: expected ${RUNNER_FLAG}javascript, got "${args[0]}"`);
+    Deno.exit(2);
+  }
+  const runner = await import("./src/sandbox/javascript/runner.ts");
+  await runner.main(args.slice(1), { narrow: true });
+}
+
 function fail(error: unknown, prefix = ""): never {
   const message = error instanceof Error ? error.message : String(error);
   console.error(`faas-sandbox: ${prefix}${message.replace(/\s*\n\s*/g, " ")}`);
   Deno.exit(1);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  if (Deno.args[0]?.startsWith(RUNNER_FLAG)) await runnerMain(Deno.args);
+  else await main();
+}

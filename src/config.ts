@@ -43,6 +43,12 @@ export interface Config {
   requireIsolation: string[];
   /** Verbose logs, including code and output (`FAAS_DEBUG`). */
   debug: boolean;
+  /**
+   * How JS runner processes are started (`FAAS_RUNNER_MODE`): `self` re-executes this
+   * executable in runner mode, `deno` runs the runner module with `deno run`. `auto` (the
+   * default) is `self` in a compiled binary, `deno` otherwise.
+   */
+  runnerMode: "self" | "deno";
 }
 
 /** A configuration value that is not allowed; the message is one line naming the variable. */
@@ -148,6 +154,21 @@ const isolation = z.string().optional().transform((value, ctx) => {
   return names;
 });
 
+const RUNNER_MODES = ["auto", "self", "deno"] as const;
+
+const runnerMode = z.string().optional().transform((value, ctx) => {
+  const mode = (value ?? "").trim().toLowerCase() || "auto";
+  if (!(RUNNER_MODES as readonly string[]).includes(mode)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected one of ${RUNNER_MODES.join(", ")}, got "${value}"`,
+    });
+    return z.NEVER;
+  }
+  if (mode === "auto") return Deno.build.standalone ? "self" : "deno";
+  return mode as "self" | "deno";
+});
+
 const ENV_SCHEMA = z.object({
   FAAS_PORT: integer(0, 65_535, 8000),
   FAAS_HOST: text("0.0.0.0"),
@@ -165,6 +186,7 @@ const ENV_SCHEMA = z.object({
   FAAS_PYTHON: text("python3"),
   FAAS_REQUIRE_ISOLATION: isolation,
   FAAS_DEBUG: boolean,
+  FAAS_RUNNER_MODE: runnerMode,
 });
 
 /** Names of every environment variable the service reads. */
@@ -208,6 +230,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     pythonPath: e.FAAS_PYTHON,
     requireIsolation: e.FAAS_REQUIRE_ISOLATION,
     debug: e.FAAS_DEBUG,
+    runnerMode: e.FAAS_RUNNER_MODE,
   };
 }
 
@@ -234,6 +257,7 @@ export function runtimeSettings(
     pythonPath: config.pythonPath,
     requireIsolation: config.requireIsolation,
     debug: config.debug,
+    runnerLaunch: config.runnerMode,
     onSandboxBoot: options.onSandboxBoot,
   };
 }

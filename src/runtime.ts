@@ -149,6 +149,12 @@ export interface RuntimeSettings {
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */
   debug: boolean;
+  /**
+   * How runtimes that run their sandboxes in processes of this executable start them
+   * (`FAAS_RUNNER_MODE`): `"self"` re-executes the service in a runner mode, `"deno"` uses
+   * `deno run`; `undefined` lets the runtime choose (self in a compiled binary).
+   */
+  runnerLaunch?: "self" | "deno";
   /** Told after every sandbox boot attempt, for metrics. */
   onSandboxBoot?: (language: Language, durationMs: number, ok: boolean) => void;
 }

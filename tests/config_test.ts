@@ -20,6 +20,7 @@ Deno.test("defaults match the contract", () => {
     pythonPath: "python3",
     requireIsolation: [],
     debug: false,
+    runnerMode: "deno",
   });
 });
 

@@ -22,14 +22,19 @@ import {
   type ValidationResult,
 } from "../../runtime.ts";
 import { describeLayers, probeLayers } from "./isolation.ts";
-import type { RunnerLayers } from "./runner_command.ts";
-import { RUNNER_ENTRY, WORKER_ENTRY } from "./runner_command.ts";
+import type { RunnerLaunch, RunnerLayers } from "./runner_command.ts";
+import { RUNNER_ENTRY, SERVICE_ENTRY, WORKER_ENTRY } from "./runner_command.ts";
 import { type JsRunner, startRunner } from "./runner_process.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
 import { checkSyntax, stripTypes } from "./syntax.ts";
 
 export { runnerCommandLine } from "./runner_command.ts";
-export type { CommandLine, RunnerCommandOptions, RunnerLayers } from "./runner_command.ts";
+export type {
+  CommandLine,
+  RunnerCommandOptions,
+  RunnerLaunch,
+  RunnerLayers,
+} from "./runner_command.ts";
 
 /**
  * Virtual memory V8 reserves in a runner before any user allocation and that RLIMIT_DATA
@@ -59,6 +64,12 @@ export interface JavaScriptRuntimeOptions {
    * which halves the boot CPU (more new-tenant runs per second) at the cost of that layer.
    */
   runnerMode?: "worker" | "inline";
+  /**
+   * How runner processes are started: `"self"` (the service's executable in runner mode, the
+   * only way in a compiled binary) or `"deno"` (`deno run` on the runner module). Default:
+   * `settings.runnerLaunch`, else `"self"` in a compiled binary and `"deno"` otherwise.
+   */
+  launch?: RunnerLaunch;
 }
 
 /** Builds the JS/TS runtime; call `start()` before running code. */
@@ -96,7 +107,8 @@ class JavaScriptRuntime implements Runtime {
     }
     // Warms the type-stripper (a wasm module) so no request pays for it.
     stripTypes("const warm: number = 1;");
-    this.#cacheDir = await prepareCache();
+    // A compiled binary has its modules embedded: there is nothing to cache.
+    if (!Deno.build.standalone) this.#cacheDir = await prepareCache(this.#launch());
     const settings = this.#settings;
     const pool = new SandboxPool<JsRunner>({
       create: () =>
@@ -108,6 +120,7 @@ class JavaScriptRuntime implements Runtime {
           layers: this.#layers,
           denoDir: this.#cacheDir,
           inline: this.#mode() === "inline",
+          launch: this.#launch(),
         }),
       size: settings.poolSize,
       max: Math.max(settings.maxInstances, 1),
@@ -215,6 +228,11 @@ class JavaScriptRuntime implements Runtime {
     return this.#options.runnerMode ?? "worker";
   }
 
+  #launch(): RunnerLaunch {
+    return this.#options.launch ?? this.#settings.runnerLaunch ??
+      (Deno.build.standalone ? "self" : "deno");
+  }
+
   #requirePool(): SandboxPool<JsRunner> {
     if (!this.#pool) throw new Error("the javascript runtime is not started: call start() first");
     return this.#pool;
@@ -269,7 +287,7 @@ function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
  * A Deno cache shared read-only by the runners, filled once with the runner's compiled
  * modules so each boot skips transpiling them.
  */
-async function prepareCache(): Promise<string> {
+async function prepareCache(launch: RunnerLaunch): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "faas-js-cache-" });
   await Deno.chmod(dir, 0o755);
   const { success, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -280,6 +298,9 @@ async function prepareCache(): Promise<string> {
       "--quiet",
       RUNNER_ENTRY.pathname,
       WORKER_ENTRY.pathname,
+      // A self-launched runner starts from the service's entry (its service imports are
+      // dynamic and never taken in runner mode).
+      ...(launch === "self" ? [SERVICE_ENTRY.pathname] : []),
     ],
     env: { DENO_DIR: dir },
     stdin: "null",

@@ -17,14 +17,30 @@ const PERMISSIONS = ["read", "write", "net", "env", "run", "ffi", "sys", "import
 // Taken before the sandbox realm replaces Deno.exit (inline mode shares this global scope).
 const exit = Deno.exit.bind(Deno);
 
+/** How {@link main} treats its own permissions. */
+export interface RunnerMainOptions {
+  /**
+   * The runner was started with broad permissions (a compiled binary re-executing itself
+   * has them baked in): it gives up each one as soon as it no longer needs it, and all of
+   * them before it reports ready. `--report-permissions` then prints their states to stderr.
+   */
+  narrow?: boolean;
+}
+
 /** Runs the runner: connect, boot the sandbox realm, relay until the host goes away. */
-export async function main(args: readonly string[] = Deno.args): Promise<void> {
+export async function main(
+  args: readonly string[] = Deno.args,
+  options: RunnerMainOptions = {},
+): Promise<void> {
   const socketPath = args[0];
   if (!socketPath) {
     console.error("runner: expected the socket path as the first argument");
     exit(2);
   }
+  if (options.narrow) narrow(["env", "run", "ffi", "sys", "import"]);
   const conn = await Deno.connect({ transport: "unix", path: socketPath });
+  // Reading stays until the worker's modules are loaded (from disk under `deno run`).
+  if (options.narrow) narrow(["net", "write"]);
   const send = frameWriter(conn);
   const onRun = args.includes("--inline")
     ? await inlineRealm(send, [
@@ -34,6 +50,10 @@ export async function main(args: readonly string[] = Deno.args): Promise<void> {
       ),
     ])
     : await workerRealm(send);
+  if (options.narrow) {
+    narrow(PERMISSIONS);
+    if (args.includes("--report-permissions")) reportPermissions();
+  }
   send({ t: "ready" });
 
   const decoder = new FrameDecoder();
@@ -99,6 +119,27 @@ async function inlineRealm(
     }
   }
   return await installSandbox(send);
+}
+
+/**
+ * Revokes whole permissions (a path-scoped revoke leaves a broad grant in place, so only
+ * whole ones narrow `--allow-all`), and exits when one is still granted afterwards.
+ */
+function narrow(names: readonly (typeof PERMISSIONS)[number][]): void {
+  for (const name of names) {
+    Deno.permissions.revokeSync({ name });
+    // "prompt" is as good as denied: runners start with --no-prompt.
+    if (Deno.permissions.querySync({ name }).state === "granted") {
+      console.error(`runner: could not revoke the ${name} permission`);
+      exit(3);
+    }
+  }
+}
+
+function reportPermissions(): void {
+  const states: Record<string, string> = {};
+  for (const name of PERMISSIONS) states[name] = Deno.permissions.querySync({ name }).state;
+  console.error(JSON.stringify({ permissions: states }));
 }
 
 /**

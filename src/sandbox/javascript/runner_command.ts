@@ -32,7 +32,16 @@ export interface RunnerCommandOptions {
    * of a no-permission worker: about half the boot CPU, one isolation layer fewer.
    */
   inline?: boolean;
+  /**
+   * How the runner program is started: `"deno"` (default), `deno run` on runner.ts with
+   * narrow permissions; or `"self"`, the service's own executable re-run in runner mode
+   * (see {@link selfRunnerArgv}), which is the only way a compiled binary can start one.
+   */
+  launch?: RunnerLaunch;
 }
+
+/** How a runner process is started (see {@link RunnerCommandOptions.launch}). */
+export type RunnerLaunch = "deno" | "self";
 
 /** A program and its arguments. */
 export interface CommandLine {
@@ -40,6 +49,8 @@ export interface CommandLine {
   command: string;
   /** Its arguments. */
   args: string[];
+  /** Environment the program needs on top of the runner's own. */
+  env?: Record<string, string>;
 }
 
 /** Open file descriptors a runner may hold (it needs a few dozen). */
@@ -101,6 +112,7 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
       "--",
     );
   }
+  if (options.launch === "self") return selfRunnerCommand(argv, options);
   argv.push(
     Deno.execPath(),
     "run",
@@ -120,4 +132,54 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
   );
   if (options.inline) argv.push("--inline");
   return { command: argv[0], args: argv.slice(1) };
+}
+
+/** The service's entry module, which turns into a runner on {@link SELF_RUNNER_FLAG}. */
+export const SERVICE_ENTRY = new URL("../../../main.ts", import.meta.url);
+
+/** The argument that makes the service's entry point a JS runner. */
+export const SELF_RUNNER_FLAG = "--faas-runner=javascript";
+
+/**
+ * The program part of a self-launched runner. A compiled binary starts itself with the
+ * runner flag: its permissions (`--allow-all`) and unstable features are baked in, so the
+ * runner narrows its permissions itself. Under `deno run` the same happens with the flags the
+ * binary is compiled with (deno.json `compile` task), so tests exercise that path; nothing
+ * remote is loadable in either.
+ */
+export function selfRunnerArgv(
+  options: Pick<RunnerCommandOptions, "socketPath" | "inline">,
+): string[] {
+  const argv = [Deno.execPath()];
+  if (!Deno.build.standalone) {
+    argv.push(
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      "--unstable-worker-options",
+      "--no-config",
+      "--no-lock",
+      "--no-remote",
+      "--no-npm",
+      "--quiet",
+      SERVICE_ENTRY.pathname,
+    );
+  }
+  argv.push(SELF_RUNNER_FLAG, options.socketPath);
+  if (options.inline) argv.push("--inline");
+  return argv;
+}
+
+/**
+ * Completes `wrappers` with a self-launched runner. Its heap cap goes in DENO_V8_FLAGS, which
+ * `deno run` honours; a compiled binary (Deno 2.9) reads V8 flags only from its compile-time
+ * `--v8-flags`, so there the rlimit layer is what bounds a runner's memory.
+ */
+function selfRunnerCommand(wrappers: string[], options: RunnerCommandOptions): CommandLine {
+  const argv = [...wrappers, ...selfRunnerArgv(options)];
+  return {
+    command: argv[0],
+    args: argv.slice(1),
+    env: { DENO_V8_FLAGS: `--max-old-space-size=${options.memoryLimitMb}` },
+  };
 }

@@ -16,7 +16,7 @@ import {
   type RunFrame,
   type RunnerFrame,
 } from "./protocol.ts";
-import { runnerCommandLine, type RunnerLayers } from "./runner_command.ts";
+import { runnerCommandLine, type RunnerLaunch, type RunnerLayers } from "./runner_command.ts";
 
 /** How runners are started. */
 export interface RunnerOptions {
@@ -32,6 +32,8 @@ export interface RunnerOptions {
   layers: RunnerLayers;
   /** Run user code on the runner's thread instead of a worker (see runner_command.ts). */
   inline?: boolean;
+  /** How the runner program is started (see runner_command.ts); default `"deno"`. */
+  launch?: RunnerLaunch;
   /** Deno cache directory of the runners; defaults to a private one per runner. */
   denoDir?: string;
   /** Longest a boot may take before it counts as failed, in ms. */
@@ -438,20 +440,21 @@ export async function startRunner(options: RunnerOptions): Promise<JsRunner> {
       await Deno.chown(dir, options.uid, options.uid);
       await Deno.chown(socketPath, options.uid, options.uid);
     }
-    const { command, args } = runnerCommandLine({
+    const { command, args, env } = runnerCommandLine({
       socketPath,
       memoryLimitMb: options.memoryLimitMb,
       dataLimitBytes: options.dataLimitBytes,
       uid: options.uid,
       layers: options.layers,
       inline: options.inline,
+      launch: options.launch,
     });
     const child = new Deno.Command(command, {
       args,
       cwd: dir,
       clearEnv: true,
       // Deno refuses to start without a cache directory; the runner's own is private.
-      env: { DENO_DIR: options.denoDir ?? `${dir}/deno` },
+      env: { ...env, DENO_DIR: options.denoDir ?? `${dir}/deno` },
       stdin: "null",
       stdout: "null",
       stderr: "piped",
