@@ -10,7 +10,7 @@ import {
   createJavaScriptRuntime,
   type JavaScriptRuntimeOptions,
 } from "../src/sandbox/javascript/mod.ts";
-import { RUNNER_ENTRY } from "../src/sandbox/javascript/runner_command.ts";
+import { RUNNER_ENTRY, SELF_RUNNER_FLAG } from "../src/sandbox/javascript/runner_command.ts";
 import type { Language, RunJob, RunOutcome, Runtime, RuntimeSettings } from "../src/runtime.ts";
 
 /** Settings small enough for tests, overridable per suite. */
@@ -34,6 +34,7 @@ export async function startRuntime(
 ): Promise<Runtime> {
   const runtime = createJavaScriptRuntime(testSettings(overrides), {
     runnerMode: runnerModeFromEnv(),
+    launch: launchFromEnv(),
     ...options,
   });
   await runtime.start();
@@ -44,6 +45,12 @@ export async function startRuntime(
 function runnerModeFromEnv(): "worker" | "inline" | undefined {
   const mode = Deno.env.get("JS_RUNNER_MODE");
   return mode === "inline" || mode === "worker" ? mode : undefined;
+}
+
+/** Lets a whole suite run against self-launched runners: `JS_RUNNER_LAUNCH=self deno test ...`. */
+function launchFromEnv(): "self" | "deno" | undefined {
+  const launch = Deno.env.get("JS_RUNNER_LAUNCH");
+  return launch === "self" || launch === "deno" ? launch : undefined;
 }
 
 let taskCounter = 0;
@@ -72,7 +79,7 @@ export async function runnerPids(): Promise<number[]> {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (!cmdline.includes(RUNNER_ENTRY.pathname)) continue;
+      if (!cmdline.includes(RUNNER_ENTRY.pathname) && !cmdline.includes(SELF_RUNNER_FLAG)) continue;
       const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
       const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
       if (parent === Deno.pid) pids.push(Number(entry.name));
