@@ -17,6 +17,7 @@ import {
 import { parseConfig } from "../src/config.ts";
 import { createJavaScriptRuntime } from "../src/sandbox/javascript/mod.ts";
 import { run, testSettings } from "./javascript_helpers.ts";
+import { compileArgs } from "../deploy/compile.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const SECRET = "runner-mode-secret-4711";
@@ -162,13 +163,13 @@ Deno.test(
       const reader = conn.readable.getReader();
       const decoder = new FrameDecoder();
       const frames: { t: string; data?: string }[] = [];
-      async function until(type: string): Promise<void> {
+      const until = async (type: string): Promise<void> => {
         while (!frames.some((frame) => frame.t === type)) {
           const { value, done } = await reader.read();
           if (done) throw new Error(`runner closed the socket before "${type}"`);
           for (const body of decoder.push(value)) frames.push(JSON.parse(body));
         }
-      }
+      };
       await until("ready");
       // A run still works with no permission left.
       const writer = conn.writable.getWriter();
@@ -330,6 +331,63 @@ Deno.test(
       assertEquals(survivors.map(([child]) => commandLine(child)), []);
     } finally {
       await target.shutdown();
+    }
+  },
+);
+
+Deno.test("runner mode: deno run self runners get the flags the binary is compiled with", () => {
+  const baked = compileArgs("/cache").filter((arg) =>
+    ["--allow-all", "--no-prompt"].includes(arg) || arg.startsWith("--unstable-")
+  );
+  assertEquals(baked, ["--allow-all", "--no-prompt", "--unstable-worker-options"]);
+  const self = selfRunnerArgv({ socketPath: "/tmp/s" });
+  for (const flag of baked) assert(self.includes(flag), `self runners lack ${flag}`);
+  const args = compileArgs("/cache", ["--target", "aarch64-unknown-linux-gnu"]);
+  assertEquals(args.slice(args.indexOf("--include"), args.indexOf("--include") + 2), [
+    "--include",
+    "src/sandbox",
+  ]);
+  assertEquals(args.at(-1), "main.ts");
+  assert(args.includes("--target") && args.includes("dist/faas-sandbox"));
+  assert(!compileArgs("/cache", ["--output", "x"]).includes("dist/faas-sandbox"));
+});
+
+Deno.test(
+  "runner mode: the compile task embeds the runner modules and the Python program",
+  opts,
+  async () => {
+    // No denort can be downloaded here: the deno binary stands in for it, so the whole
+    // embedding pipeline runs, but its output is not a runnable binary.
+    const dir = await Deno.makeTempDir({ prefix: "faas-compile-" });
+    try {
+      const output = `${dir}/faas-sandbox`;
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "compile", "--output", output],
+        cwd: new URL("../", import.meta.url),
+        env: { DENORT_BIN: Deno.execPath(), NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const log = new TextDecoder().decode(stderr);
+      assertEquals(code, 0, log);
+      const python = await Deno.readTextFile(
+        new URL("../src/sandbox/python/fork_server.py", import.meta.url),
+      );
+      const needles = [
+        // A line of the Python program, the worker entry and the runner's narrowing.
+        python.split("\n").find((line) => line.length > 40)!,
+        "installSandbox(post).then(",
+        "could not revoke the",
+      ];
+      for (const needle of needles) {
+        const grep = await new Deno.Command("grep", {
+          args: ["-c", "-a", "-F", "-e", needle, output],
+          stdout: "piped",
+        }).output();
+        assert(grep.success, `expected the binary to embed ${JSON.stringify(needle)}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
