@@ -142,7 +142,18 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
         leftovers++;
       } catch { /* exited on its own, as it should */ }
     }
-    await drained;
+    // A killed process that is not our child sends no event: wait for /proc to show it gone.
+    const killedBy = performance.now() + 2_000;
+    for (const [pid, startTime] of family) {
+      while (startTime !== undefined && startTimeOf(pid) === startTime) {
+        if (performance.now() > killedBy) break;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    }
+    // A process that escaped the tree may still hold the pipes: do not wait on it forever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([drained, new Promise((resolve) => timer = setTimeout(resolve, 2_000))]);
+    clearTimeout(timer);
     return { code: (await status).code, forced, leftovers };
   };
 
