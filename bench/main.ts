@@ -690,7 +690,10 @@ async function main(): Promise<void> {
   const stamp = bench.results.startedAt.replace(/[:.]/g, "-");
   const out = flags.out ?? new URL(`./results/${stamp}.json`, import.meta.url).pathname;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")) || ".", { recursive: true });
-  await Deno.writeTextFile(out, JSON.stringify(bench.results, null, 2) + "\n");
+  // Microsecond precision is noise on this scale: keep three decimals.
+  const rounded = (_key: string, value: unknown) =>
+    typeof value === "number" && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
+  await Deno.writeTextFile(out, JSON.stringify(bench.results, rounded, 2) + "\n");
 
   const seconds = (Date.parse(bench.results.finishedAt) - Date.parse(bench.results.startedAt)) /
     1000;
