@@ -1,0 +1,3 @@
+module faas-sandbox/clients/go
+
+go 1.19

@@ -1,0 +1,239 @@
+/**
+ * The service's configuration: every `FAAS_*` environment variable, parsed and bounded with
+ * zod. A bad value is reported as one line that names the variable and what is allowed.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { type Language, LANGUAGES, type RuntimeSettings } from "./runtime.ts";
+import { canonicalLanguage } from "./languages.ts";
+
+/** The parsed configuration of the service. */
+export interface Config {
+  /** TCP port to listen on (`FAAS_PORT`); 0 picks a free port. */
+  port: number;
+  /** Address to listen on (`FAAS_HOST`). */
+  host: string;
+  /** Fresh sandboxes booted ahead of demand, per runtime (`FAAS_POOL_SIZE`). */
+  poolSize: number;
+  /** Most runs at once (`FAAS_MAX_INSTANCES`). */
+  maxInstances: number;
+  /** Default run timeout in ms (`FAAS_TIMEOUT`). */
+  timeoutMs: number;
+  /** Largest timeout a request may ask for, in ms (`FAAS_MAX_TIMEOUT`). */
+  maxTimeoutMs: number;
+  /** Memory budget of one sandbox in MiB (`FAAS_MEMORY_LIMIT_MB`). */
+  memoryLimitMb: number;
+  /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
+  maxOutputBytes: number;
+  /** Largest `code` accepted, in UTF-8 bytes (`FAAS_MAX_CODE_BYTES`). */
+  maxCodeBytes: number;
+  /** Most runs waiting for a free slot before new ones get 503 (`FAAS_QUEUE_LIMIT`). */
+  queueLimit: number;
+  /** How long a shutdown waits for in-flight and queued runs, in ms (`FAAS_DRAIN_TIMEOUT`). */
+  drainTimeoutMs: number;
+  /** API key required on every route but /health, /docs and /openapi.json (`FAAS_API_KEY`). */
+  apiKey: string | undefined;
+  /** Languages served (`FAAS_LANGUAGES`). */
+  languages: Language[];
+  /** Python executable (`FAAS_PYTHON`). */
+  pythonPath: string;
+  /** Isolation layers that must be active at start (`FAAS_REQUIRE_ISOLATION`). */
+  requireIsolation: string[];
+  /** Verbose logs, including code and output (`FAAS_DEBUG`). */
+  debug: boolean;
+}
+
+/** A configuration value that is not allowed; the message is one line naming the variable. */
+export class ConfigError extends Error {
+  /** The environment variable at fault. */
+  readonly variable: string;
+
+  /** Creates the error for `variable` with a message saying what is allowed. */
+  constructor(variable: string, message: string) {
+    super(message);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+const MIB = 1024 * 1024;
+
+function integer(min: number, max: number, fallback: number) {
+  return z.string().trim().optional().transform((text, ctx) => {
+    if (text === undefined || text === "") return fallback;
+    const value = Number(text);
+    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected an integer from ${min} to ${max}, got "${text}"`,
+      });
+      return z.NEVER;
+    }
+    return value;
+  });
+}
+
+function text(fallback: string) {
+  return z.string().optional().transform((value) => {
+    const trimmed = value?.trim();
+    return trimmed ? trimmed : fallback;
+  });
+}
+
+const BOOLEANS: Record<string, boolean> = {
+  "": false,
+  "0": false,
+  "false": false,
+  "no": false,
+  "off": false,
+  "1": true,
+  "true": true,
+  "yes": true,
+  "on": true,
+};
+
+const boolean = z.string().optional().transform((value, ctx) => {
+  const key = (value ?? "").trim().toLowerCase();
+  if (key in BOOLEANS) return BOOLEANS[key];
+  ctx.addIssue({
+    code: "custom",
+    message: `expected one of true, false, 1, 0, yes, no, on, off, got "${value}"`,
+  });
+  return z.NEVER;
+});
+
+function list(value: string | undefined): string[] {
+  return (value ?? "").split(",").map((item) => item.trim()).filter((item) => item !== "");
+}
+
+const languages = z.string().optional().transform((value, ctx) => {
+  const names = list(value ?? LANGUAGES.join(","));
+  const result: Language[] = [];
+  for (const name of names) {
+    const language = canonicalLanguage(name);
+    if (!language) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a comma-separated list of ${LANGUAGES.join(", ")}, got "${name}"`,
+      });
+      return z.NEVER;
+    }
+    if (!result.includes(language)) result.push(language);
+  }
+  if (result.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected at least one of ${LANGUAGES.join(", ")}`,
+    });
+    return z.NEVER;
+  }
+  return result;
+});
+
+const ISOLATION_NAME = /^[a-z][a-z0-9_-]*$/;
+
+const isolation = z.string().optional().transform((value, ctx) => {
+  const names = list(value);
+  const bad = names.find((name) => !ISOLATION_NAME.test(name));
+  if (bad !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        `expected a comma-separated list of isolation layer names (e.g. uid,netns), got "${bad}"`,
+    });
+    return z.NEVER;
+  }
+  return names;
+});
+
+const ENV_SCHEMA = z.object({
+  FAAS_PORT: integer(0, 65_535, 8000),
+  FAAS_HOST: text("0.0.0.0"),
+  FAAS_POOL_SIZE: integer(0, 1_000, 10),
+  FAAS_MAX_INSTANCES: integer(1, 10_000, 50),
+  FAAS_TIMEOUT: integer(1, 3_600_000, 30_000),
+  FAAS_MAX_TIMEOUT: integer(1, 3_600_000, 60_000),
+  FAAS_MEMORY_LIMIT_MB: integer(16, 65_536, 256),
+  FAAS_MAX_OUTPUT_BYTES: integer(1_024, 256 * MIB, MIB),
+  FAAS_MAX_CODE_BYTES: integer(1, 64 * MIB, MIB),
+  FAAS_QUEUE_LIMIT: integer(0, 1_000_000, 1_000),
+  FAAS_DRAIN_TIMEOUT: integer(0, 3_600_000, 30_000),
+  FAAS_API_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
+  FAAS_LANGUAGES: languages,
+  FAAS_PYTHON: text("python3"),
+  FAAS_REQUIRE_ISOLATION: isolation,
+  FAAS_DEBUG: boolean,
+});
+
+/** Names of every environment variable the service reads. */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(ENV_SCHEMA.shape);
+
+/**
+ * Parses the configuration from an environment map.
+ *
+ * @throws {ConfigError} naming the first variable whose value is not allowed.
+ */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const picked: Record<string, string | undefined> = {};
+  for (const name of CONFIG_VARIABLES) picked[name] = env[name];
+  const parsed = ENV_SCHEMA.safeParse(picked);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const variable = String(issue.path[0] ?? "environment");
+    throw new ConfigError(variable, `invalid ${variable}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  if (e.FAAS_TIMEOUT > e.FAAS_MAX_TIMEOUT) {
+    throw new ConfigError(
+      "FAAS_TIMEOUT",
+      `invalid FAAS_TIMEOUT: expected at most FAAS_MAX_TIMEOUT (${e.FAAS_MAX_TIMEOUT}), got ${e.FAAS_TIMEOUT}`,
+    );
+  }
+  return {
+    port: e.FAAS_PORT,
+    host: e.FAAS_HOST,
+    poolSize: e.FAAS_POOL_SIZE,
+    maxInstances: e.FAAS_MAX_INSTANCES,
+    timeoutMs: e.FAAS_TIMEOUT,
+    maxTimeoutMs: e.FAAS_MAX_TIMEOUT,
+    memoryLimitMb: e.FAAS_MEMORY_LIMIT_MB,
+    maxOutputBytes: e.FAAS_MAX_OUTPUT_BYTES,
+    maxCodeBytes: e.FAAS_MAX_CODE_BYTES,
+    queueLimit: e.FAAS_QUEUE_LIMIT,
+    drainTimeoutMs: e.FAAS_DRAIN_TIMEOUT,
+    apiKey: e.FAAS_API_KEY,
+    languages: e.FAAS_LANGUAGES,
+    pythonPath: e.FAAS_PYTHON,
+    requireIsolation: e.FAAS_REQUIRE_ISOLATION,
+    debug: e.FAAS_DEBUG,
+  };
+}
+
+/** Reads the configuration from the process environment. */
+export function loadConfig(): Config {
+  return parseConfig(Deno.env.toObject());
+}
+
+/** Largest request body accepted: the code cap, room for JSON escapes, plus 1 MiB for input. */
+export function bodyLimitBytes(config: Pick<Config, "maxCodeBytes">): number {
+  return config.maxCodeBytes * 2 + MIB;
+}
+
+/** The settings a runtime factory receives, taken from the configuration. */
+export function runtimeSettings(
+  config: Config,
+  options: Pick<RuntimeSettings, "onSandboxBoot"> = {},
+): RuntimeSettings {
+  return {
+    poolSize: config.poolSize,
+    maxInstances: config.maxInstances,
+    memoryLimitMb: config.memoryLimitMb,
+    maxOutputBytes: config.maxOutputBytes,
+    pythonPath: config.pythonPath,
+    requireIsolation: config.requireIsolation,
+    debug: config.debug,
+    onSandboxBoot: options.onSandboxBoot,
+  };
+}

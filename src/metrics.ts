@@ -1,0 +1,149 @@
+/**
+ * Prometheus metrics of the service, in a registry of its own. Labels are bounded (language,
+ * status, state, reason); there is no tenant label, as tenants are unbounded.
+ *
+ * @module
+ */
+
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Language, PoolStats, RunStatus } from "./runtime.ts";
+
+/** Why a request was refused without running. */
+export type RejectionReason =
+  | "invalid_request"
+  | "body_too_large"
+  | "unauthorized"
+  | "queue_full"
+  | "draining"
+  | "cancelled";
+
+/** Where the collected gauges read their values at scrape time. */
+export interface MetricSources {
+  /** Runs waiting now. */
+  queueLength: () => number;
+  /** Instance counts per language. */
+  instances: () => Iterable<[Language, PoolStats]>;
+}
+
+const SECONDS_BUCKETS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+];
+
+/** The service's metrics. */
+export class ServiceMetrics {
+  /** The registry `/metrics` exposes. */
+  readonly registry: Registry = new Registry();
+  #sources: MetricSources = { queueLength: () => 0, instances: () => [] };
+  #executions: Counter<"language" | "status">;
+  #executionTime: Histogram<"language">;
+  #queueTime: Histogram<"language">;
+  #sandboxStart: Histogram<"language" | "outcome">;
+  #rejected: Counter<"reason">;
+
+  /** Creates the metrics, including the process metrics. */
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.#executions = new Counter({
+      name: "faas_executions_total",
+      help: "Runs answered, by language and status.",
+      labelNames: ["language", "status"],
+      registers,
+    });
+    this.#executionTime = new Histogram({
+      name: "faas_execution_duration_seconds",
+      help: "Execution time of runs, by language.",
+      labelNames: ["language"],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#queueTime = new Histogram({
+      name: "faas_queue_time_seconds",
+      help: "Time runs waited for a slot, by language.",
+      labelNames: ["language"],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#sandboxStart = new Histogram({
+      name: "faas_sandbox_start_seconds",
+      help: "Time to boot a sandbox, by language and outcome (ok, failed).",
+      labelNames: ["language", "outcome"],
+      buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.#rejected = new Counter({
+      name: "faas_rejected_requests_total",
+      help: "Requests refused without running, by reason.",
+      labelNames: ["reason"],
+      registers,
+    });
+    const sources = () => this.#sources;
+    new Gauge({
+      name: "faas_queue_length",
+      help: "Runs waiting for a slot.",
+      registers,
+      collect() {
+        this.set(sources().queueLength());
+      },
+    });
+    new Gauge({
+      name: "faas_instances",
+      help: "Sandbox instances, by language and state (idle, active, total).",
+      labelNames: ["language", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [language, stats] of sources().instances()) {
+          this.set({ language, state: "idle" }, stats.idleInstances);
+          this.set({ language, state: "active" }, stats.activeInstances);
+          this.set({ language, state: "total" }, stats.totalInstances);
+        }
+      },
+    });
+  }
+
+  /** Sets where the queue and instance gauges read from. */
+  setSources(sources: MetricSources): void {
+    this.#sources = sources;
+  }
+
+  /** Records an answered run. */
+  recordRun(
+    language: Language,
+    status: RunStatus,
+    times: { durationMs: number; queueTimeMs: number },
+  ): void {
+    this.#executions.inc({ language, status });
+    this.#executionTime.observe({ language }, times.durationMs / 1000);
+    this.#queueTime.observe({ language }, times.queueTimeMs / 1000);
+  }
+
+  /** Records a refused request. */
+  recordRejection(reason: RejectionReason): void {
+    this.#rejected.inc({ reason });
+  }
+
+  /** Records a sandbox boot attempt (wired to `RuntimeSettings.onSandboxBoot`). */
+  recordSandboxBoot(language: Language, durationMs: number, ok: boolean): void {
+    this.#sandboxStart.observe({ language, outcome: ok ? "ok" : "failed" }, durationMs / 1000);
+  }
+
+  /** The exposition text and its content type. */
+  async render(): Promise<{ body: string; contentType: string }> {
+    return { body: await this.registry.metrics(), contentType: this.registry.contentType };
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * Zod schemas of the wire contract: what requests must look like and what answers look like.
+ * The same schemas validate requests and generate `/openapi.json`.
+ *
+ * @module
+ */
+
+import { z } from "@hono/zod-openapi";
+import { type Language, LANGUAGES } from "./runtime.ts";
+import { canonicalLanguage, LANGUAGE_ALIASES } from "./languages.ts";
+
+/** Scheduling priorities, most urgent first. */
+export const PRIORITIES = ["urgent", "high", "normal", "low"] as const;
+
+/** A scheduling priority. */
+export type Priority = typeof PRIORITIES[number];
+
+/** Request limits taken from the configuration. */
+export interface RequestLimits {
+  /** Largest `code`, in UTF-8 bytes. */
+  maxCodeBytes: number;
+  /** Largest `timeout`, in ms. */
+  maxTimeoutMs: number;
+  /** Languages this service runs. */
+  languages: readonly Language[];
+}
+
+const ALIAS_LIST = Object.keys(LANGUAGE_ALIASES).join(", ");
+const encoder = new TextEncoder();
+
+function typed(expected: string) {
+  return {
+    error: (issue: { input?: unknown }) =>
+      issue.input === undefined
+        ? "is required"
+        : `expected ${expected}, got ${describe(issue.input)}`,
+  };
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : typeof value;
+}
+
+function languageSchema(limits: RequestLimits) {
+  return z.string(typed("a string")).superRefine((name, ctx) => {
+    const language = canonicalLanguage(name);
+    if (!language) {
+      ctx.addIssue({
+        code: "custom",
+        message: `unknown language "${name}"; expected one of ${ALIAS_LIST}`,
+      });
+    } else if (!limits.languages.includes(language)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `language "${language}" is not enabled on this service; enabled: ${
+          limits.languages.join(", ")
+        }`,
+      });
+    }
+  }).openapi({
+    description: `Case-insensitive; one of ${ALIAS_LIST}.`,
+    example: "javascript",
+  });
+}
+
+function codeSchema(limits: RequestLimits) {
+  return z.string(typed("a string"))
+    .min(1, "must not be empty")
+    .superRefine((code, ctx) => {
+      // A UTF-16 unit encodes to at most 3 bytes: skip encoding when the answer is obvious.
+      if (code.length * 3 <= limits.maxCodeBytes) return;
+      const bytes = encoder.encode(code).byteLength;
+      if (bytes > limits.maxCodeBytes) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected at most ${limits.maxCodeBytes} bytes of UTF-8, got ${bytes}`,
+        });
+      }
+    })
+    .openapi({
+      description: "Source code. JavaScript/TypeScript run as an async function body.",
+      example: "console.log('Hello World'); return 42;",
+    });
+}
+
+/** Schema of a `/run_code` request body under the given limits. */
+export function runRequestSchema(limits: RequestLimits) {
+  return z.object({
+    language: languageSchema(limits),
+    code: codeSchema(limits),
+    timeout: z.number(typed("an integer number of milliseconds"))
+      .int("expected an integer number of milliseconds")
+      .min(1, "expected at least 1 ms")
+      .max(limits.maxTimeoutMs, `expected at most ${limits.maxTimeoutMs} ms`)
+      .nullish()
+      .openapi({ description: "Run timeout in milliseconds.", example: 5000 }),
+    // Case-insensitive; an empty string (a Go zero value) means the default.
+    priority: z.preprocess(
+      (value) => typeof value === "string" ? value.trim().toLowerCase() || undefined : value,
+      z.enum(PRIORITIES, {
+        error: (issue) =>
+          `expected one of ${PRIORITIES.join(", ")}, got ${
+            typeof issue.input === "string" ? `"${issue.input}"` : describe(issue.input)
+          }`,
+      }).nullish(),
+    ).openapi({ description: "Scheduling priority (default normal).", example: "normal" }),
+    input: z.unknown().optional().openapi({
+      description: "Any JSON value, visible to the code as `input`.",
+    }),
+    ext: z.record(z.string(), z.string(typed("a string")), typed("an object of strings"))
+      .nullish()
+      .openapi({
+        description: "String map; `space_id` is the tenant key.",
+        example: { space_id: "123" },
+      }),
+  }, typed("a JSON object")).openapi("RunRequest");
+}
+
+/** A valid `/run_code` request, before language aliases are resolved. */
+export type RunRequest = z.infer<ReturnType<typeof runRequestSchema>>;
+
+/** Schema of a `/validate_code` request body under the given limits. */
+export function validateRequestSchema(limits: RequestLimits) {
+  return z.object({
+    language: languageSchema(limits),
+    code: codeSchema(limits),
+  }, typed("a JSON object")).openapi("ValidateRequest");
+}
+
+/** A valid `/validate_code` request. */
+export type ValidateRequest = z.infer<ReturnType<typeof validateRequestSchema>>;
+
+/** Instance counts. */
+export const PoolStatsSchema = z.object({
+  totalInstances: z.number().int(),
+  idleInstances: z.number().int(),
+  activeInstances: z.number().int(),
+}).openapi("PoolStats");
+
+/** Schema of a `/run_code` answer (HTTP 200). */
+export const RunResponseSchema = z.object({
+  output: z.object({
+    stdout: z.string(),
+    stderr: z.string(),
+    ret_val: z.string(),
+  }),
+  metadata: z.object({
+    task_id: z.string(),
+    instance_id: z.string(),
+    language: z.enum(LANGUAGES),
+    status: z.enum(["success", "error", "timeout", "memory_limit", "output_limit", "crashed"]),
+    exit_code: z.number().int(),
+    duration: z.number().int().openapi({ description: "Execution time in whole ms." }),
+    queue_time: z.number().int().openapi({ description: "Wait before execution, whole ms." }),
+    truncated: z.boolean(),
+    pool_stats: PoolStatsSchema,
+  }),
+  error: z.string().openapi({
+    description: "Empty for success/error; a one-line message for the other statuses.",
+  }),
+}).openapi("RunResponse");
+
+/** A `/run_code` answer. */
+export type RunResponse = z.infer<typeof RunResponseSchema>;
+
+/** Schema of a `/validate_code` answer. */
+export const ValidateResponseSchema = z.object({
+  valid: z.boolean(),
+  error: z.object({
+    message: z.string(),
+    line: z.number().int(),
+    column: z.number().int(),
+  }).nullable(),
+}).openapi("ValidateResponse");
+
+/** Schema of a `/health` answer. */
+export const HealthResponseSchema = z.object({
+  status: z.enum(["healthy", "unhealthy"]),
+  timestamp: z.string(),
+  version: z.string(),
+  uptime_s: z.number().int(),
+  pool: PoolStatsSchema.extend({ languages: z.record(z.string(), PoolStatsSchema) }),
+  scheduler: z.object({
+    totalTasks: z.number().int(),
+    completedTasks: z.number().int(),
+    failedTasks: z.number().int(),
+    queuedTasks: z.number().int(),
+    runningTasks: z.number().int(),
+    rejectedTasks: z.number().int(),
+    cancelledTasks: z.number().int(),
+    averageExecutionTime: z.number().int(),
+  }),
+  languages: z.record(
+    z.string(),
+    z.object({ available: z.boolean(), version: z.string() }),
+  ),
+  sandbox: z.record(z.string(), z.object({ isolation: z.record(z.string(), z.boolean()) })),
+  draining: z.boolean(),
+}).openapi("HealthResponse");
+
+/** One problem with a request. */
+export const ErrorDetailSchema = z.object({
+  field: z.string().openapi({ example: "code" }),
+  message: z.string().openapi({ example: "must not be empty" }),
+});
+
+/** Schema of every non-run error answer. */
+export const ErrorResponseSchema = z.object({
+  error: z.string(),
+  details: z.array(ErrorDetailSchema).optional(),
+}).openapi("ErrorResponse");
+
+/** A problem with a request, as sent in `details`. */
+export type ErrorDetail = z.infer<typeof ErrorDetailSchema>;
+
+/** Turns zod issues into `details` entries that name the field. */
+export function errorDetails(error: z.ZodError): ErrorDetail[] {
+  return error.issues.map((issue) => ({
+    field: issue.path.length ? issue.path.map(String).join(".") : "body",
+    message: issue.message,
+  }));
+}

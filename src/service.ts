@@ -1,0 +1,155 @@
+/**
+ * The service: configuration → runtimes → scheduler → app → HTTP server, and its orderly
+ * shutdown (stop accepting, drain, stop every sandbox, close the server).
+ *
+ * @module
+ */
+
+import { createApp } from "./app.ts";
+import { type Config, runtimeSettings } from "./config.ts";
+import { createJsonLogger, type Logger } from "./log.ts";
+import { ServiceMetrics } from "./metrics.ts";
+import { DEFAULT_REGISTRATIONS, type RuntimeRegistration, RuntimeSet } from "./runtimes.ts";
+import { Scheduler } from "./scheduler.ts";
+
+/** Version reported by /health and /openapi.json. */
+export const VERSION = "0.1.0";
+
+/** Extra time, past the drain timeout, given to runs cut short by the runtime shutdown. */
+const SHUTDOWN_GRACE_MS = 3_000;
+
+/** How the service is put together. */
+export interface ServiceOptions {
+  /** Runtime factories; defaults to the ones this build ships. */
+  registrations?: readonly RuntimeRegistration[];
+  /** Where logs go; defaults to JSON lines on stdout/stderr. */
+  logger?: Logger;
+  /** Aborts a startup under way: the runtimes are shut down and the start rejects. */
+  signal?: AbortSignal;
+}
+
+/** A running service. */
+export interface Service {
+  /** Base URL, e.g. `http://127.0.0.1:8000`. */
+  readonly url: string;
+  /** The port actually bound. */
+  readonly port: number;
+  /**
+   * Drains and stops: /health turns 503, new runs get 503, in-flight and queued runs get up
+   * to the drain timeout, then every runtime is shut down and the server closed. Idempotent.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** Starts the runtimes and serves the app; rejects when a runtime cannot start. */
+export async function startService(config: Config, options: ServiceOptions = {}): Promise<Service> {
+  const logger = options.logger ?? createJsonLogger();
+  const metrics = new ServiceMetrics();
+  const runtimes = new RuntimeSet(config.languages, {
+    registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
+    settings: runtimeSettings(config, {
+      onSandboxBoot: (language, durationMs, ok) =>
+        metrics.recordSandboxBoot(language, durationMs, ok),
+    }),
+  });
+  await startRuntimes(runtimes, options.signal);
+  const scheduler = new Scheduler({
+    maxConcurrent: config.maxInstances,
+    queueLimit: config.queueLimit,
+    runtimeFor: (language) => runtimes.get(language),
+    onEvent: (event) =>
+      logger.error({
+        msg: `scheduler_${event.kind}`,
+        task_id: event.taskId,
+        detail: event.message,
+      }),
+  });
+  metrics.setSources({
+    queueLength: () => scheduler.stats().queuedTasks,
+    instances: () => runtimes.poolStats(),
+  });
+  let draining = false;
+  const app = createApp({
+    config,
+    runtimes,
+    scheduler,
+    metrics,
+    logger,
+    version: VERSION,
+    isDraining: () => draining,
+  });
+  const { promise: listening, resolve: onListen } = Promise.withResolvers<Deno.NetAddr>();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.host,
+      onListen: (address) => onListen(address),
+    }, app.fetch);
+  } catch (error) {
+    await runtimes.shutdown();
+    throw error;
+  }
+  const address = await listening;
+  const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  logger.info({
+    msg: "listening",
+    url: `http://${host}:${address.port}`,
+    languages: config.languages,
+  });
+
+  let stopped: Promise<void> | undefined;
+  async function stop(): Promise<void> {
+    draining = true;
+    scheduler.close();
+    const before = scheduler.stats();
+    logger.info({ msg: "draining", queued: before.queuedTasks, running: before.runningTasks });
+    const drained = await within(scheduler.idle(), config.drainTimeoutMs);
+    const abandoned = drained ? 0 : scheduler.abandonQueued();
+    await runtimes.shutdown();
+    // Runs cut short by the shutdown are answered by their runtimes (or the scheduler's
+    // deadline); give their answers a moment to leave before closing connections.
+    await within(scheduler.idle(), SHUTDOWN_GRACE_MS);
+    await within(server.shutdown(), SHUTDOWN_GRACE_MS);
+    logger.info({ msg: "stopped", drained, abandoned });
+  }
+  return {
+    url: `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${address.port}`,
+    port: address.port,
+    shutdown() {
+      stopped ??= stop();
+      return stopped;
+    },
+  };
+}
+
+/** Starts the runtimes; when `signal` fires first, shuts them down and rejects. */
+async function startRuntimes(runtimes: RuntimeSet, signal?: AbortSignal): Promise<void> {
+  const started = runtimes.start();
+  if (!signal) return started;
+  const { promise: aborted, reject } = Promise.withResolvers<never>();
+  const onAbort = () => reject(new Error("startup was interrupted by a shutdown request"));
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await Promise.race([started, aborted]);
+  } catch (error) {
+    if (signal.aborted) await runtimes.shutdown();
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Waits for `promise` at most `ms`; true when it settled in time. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,3 @@
+module faas-sandbox/tests/go_client
+
+go 1.19

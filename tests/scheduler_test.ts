@@ -1,0 +1,253 @@
+import { assert, assertEquals, assertStringIncludes } from "./helpers/assert.ts";
+import { EchoRuntime } from "./helpers/echo_runtime.ts";
+import { startTestService } from "./helpers/test_service.ts";
+import { schedulerStats, until, untilQueued } from "./helpers/wait.ts";
+import { type ScheduledJob, Scheduler, SchedulerRejection } from "../src/scheduler.ts";
+import { SandboxStartError } from "../src/runtime.ts";
+
+function run(code: string, extra: Record<string, unknown> = {}) {
+  return { language: "javascript", code, ...extra };
+}
+
+Deno.test("queued runs start by priority: urgent, high, normal, low", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "1" });
+  const blocker = s.post("/run_code", run("gate hold"));
+  await s.js.waitForStarts(1);
+  const answers = [];
+  for (const priority of ["low", "normal", "high", "urgent"]) {
+    answers.push(s.post("/run_code", run(`print ${priority}`, { priority })));
+    await untilQueued(s.url, answers.length); // arrival order is low first
+  }
+  s.js.open("hold");
+  for (const answer of [blocker, ...answers]) assertEquals((await answer).status, 200);
+  assertEquals(
+    s.js.started.map((started) => started.job.code),
+    ["gate hold", "print urgent", "print high", "print normal", "print low"],
+  );
+});
+
+Deno.test("a late single run of tenant B overtakes most of tenant A's earlier burst", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "1" });
+  const blocker = s.post("/run_code", run("gate hold", { ext: { space_id: "A" } }));
+  await s.js.waitForStarts(1);
+  const burst = Array.from(
+    { length: 30 },
+    (_, i) => s.post("/run_code", run(`print a${i}`, { ext: { space_id: "A" } })),
+  );
+  await untilQueued(s.url, 30);
+  const late = s.post("/run_code", run("print b", { ext: { space_id: "B" } }));
+  await untilQueued(s.url, 31);
+  s.js.open("hold");
+  const responses = await Promise.all([blocker, ...burst, late]);
+  for (const response of responses) {
+    assertEquals(response.status, 200);
+    await response.body?.cancel();
+  }
+  const order = s.js.started.map((started) => started.job.code);
+  const position = order.indexOf("print b");
+  // Round-robin: B waits for at most one more run of A.
+  assert(position >= 1 && position <= 2, `B started at ${position}: ${order.join(",")}`);
+  const afterB = order.slice(position + 1).filter((code) => code.startsWith("print a")).length;
+  assert(afterB >= 29, `${afterB} of A's runs started after B's`);
+});
+
+Deno.test("anonymous runs are each their own tenant", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "1" });
+  const blocker = s.post("/run_code", run("gate hold", { ext: { space_id: "A" } }));
+  await s.js.waitForStarts(1);
+  const burst = Array.from(
+    { length: 10 },
+    (_, i) => s.post("/run_code", run(`print a${i}`, { ext: { space_id: "A" } })),
+  );
+  await untilQueued(s.url, 10);
+  const anonymous = [s.post("/run_code", run("print x")), s.post("/run_code", run("print y"))];
+  await untilQueued(s.url, 12);
+  s.js.open("hold");
+  for (const response of await Promise.all([blocker, ...burst, ...anonymous])) {
+    await response.body?.cancel();
+  }
+  const order = s.js.started.map((started) => started.job.code);
+  assert(order.indexOf("print x") <= 4 && order.indexOf("print y") <= 4, order.join(","));
+});
+
+Deno.test("a full queue answers 503 with Retry-After and every accepted run is answered", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "2", FAAS_QUEUE_LIMIT: "3" });
+  const total = 25;
+  const responses = Array.from(
+    { length: total },
+    (_, i) => s.post("/run_code", run(`gate hold\nprint ${i}`, { ext: { space_id: `t${i % 3}` } })),
+  );
+  // 2 running + 3 queued are accepted; the other 20 are refused at once.
+  await until(async () => (await schedulerStats(s.url)).rejectedTasks === total - 5, {
+    what: "rejections",
+  });
+  const stats = await schedulerStats(s.url);
+  assertEquals(stats.runningTasks, 2);
+  assertEquals(stats.queuedTasks, 3);
+  s.js.open("hold");
+  const answered = await Promise.all(responses);
+  let ok = 0;
+  for (const response of answered) {
+    const body = await response.json();
+    if (response.status === 200) {
+      ok++;
+      assertEquals(body.metadata.status, "success");
+    } else {
+      assertEquals(response.status, 503);
+      assertEquals(response.headers.get("retry-after"), "1");
+      assertStringIncludes(body.error, "queue is full");
+    }
+  }
+  assertEquals(ok, 5);
+  const after = await schedulerStats(s.url);
+  assertEquals(after.totalTasks, 5);
+  assertEquals(after.completedTasks, 5);
+  const metrics = await (await fetch(s.url + "/metrics")).text();
+  assertStringIncludes(metrics, 'faas_rejected_requests_total{reason="queue_full"} 20');
+});
+
+Deno.test("a client that disconnects while queued is dropped from the queue", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "1" });
+  const blocker = s.post("/run_code", run("gate hold"));
+  await s.js.waitForStarts(1);
+  const controller = new AbortController();
+  const gone = fetch(s.url + "/run_code", {
+    method: "POST",
+    body: JSON.stringify(run("print gone")),
+    signal: controller.signal,
+  }).catch((error) => error);
+  const stays = s.post("/run_code", run("print stays"));
+  await untilQueued(s.url, 2);
+  controller.abort();
+  assert((await gone) instanceof Error);
+  await untilQueued(s.url, 1);
+  assertEquals((await schedulerStats(s.url)).cancelledTasks, 1);
+  s.js.open("hold");
+  assertEquals((await blocker).status, 200);
+  assertEquals((await (await stays).json()).output.stdout, "stays\n");
+  assertEquals(s.js.started.map((started) => started.job.code), ["gate hold", "print stays"]);
+});
+
+Deno.test("draining answers in-flight and queued runs, refuses new ones, turns health 503", async () => {
+  const s = await startTestService({ FAAS_MAX_INSTANCES: "1", FAAS_DRAIN_TIMEOUT: "10000" });
+  const running = s.post("/run_code", run("gate hold\nprint first"));
+  await s.js.waitForStarts(1);
+  const queued = s.post("/run_code", run("print second"));
+  await untilQueued(s.url, 1);
+  const stopped = s.service.shutdown();
+  const health = await fetch(s.url + "/health");
+  assertEquals(health.status, 503);
+  assertEquals((await health.json()).status, "unhealthy");
+  const refused = await s.post("/run_code", run("print third"));
+  assertEquals(refused.status, 503);
+  assert(Number(refused.headers.get("retry-after")) > 0);
+  await refused.body?.cancel();
+  s.js.open("hold");
+  assertEquals((await (await running).json()).output.stdout, "first\n");
+  assertEquals((await (await queued).json()).output.stdout, "second\n");
+  await stopped;
+  assertEquals(s.js.state, "stopped");
+  assertEquals(s.py.state, "stopped");
+});
+
+Deno.test("past the drain timeout queued runs get 503 and running ones are cut short", async () => {
+  const s = await startTestService({ FAAS_MAX_INSTANCES: "1", FAAS_DRAIN_TIMEOUT: "50" });
+  const running = s.post("/run_code", run("gate never"));
+  await s.js.waitForStarts(1);
+  const queued = s.post("/run_code", run("print late"));
+  await untilQueued(s.url, 1);
+  await s.service.shutdown();
+  const cut = await running;
+  assertEquals(cut.status, 200);
+  const body = await cut.json();
+  assertEquals(body.metadata.status, "crashed");
+  assert(body.error.length > 0);
+  const late = await queued;
+  assertEquals(late.status, 503);
+  assert(late.headers.get("retry-after"));
+  await late.body?.cancel();
+});
+
+function job(taskId: string, code: string, extra: Partial<ScheduledJob> = {}): ScheduledJob {
+  return { taskId, language: "javascript", code, timeoutMs: 1000, priority: "normal", ...extra };
+}
+
+Deno.test("a runtime that never answers is answered as a timeout after the grace period", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const events: string[] = [];
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 10,
+    runtimeFor: () => runtime,
+    graceMs: 20,
+    onEvent: (event) => events.push(event.kind),
+  });
+  const result = await scheduler.submit(job("t1", "hang", { timeoutMs: 10 }));
+  assertEquals(result.outcome.status, "timeout");
+  assertEquals(result.outcome.error, "execution timed out after 10 ms");
+  assertEquals(events, ["overdue"]);
+  // The slot is free again.
+  assertEquals((await scheduler.submit(job("t2", "print ok"))).outcome.stdout, "ok\n");
+});
+
+Deno.test("a runtime bug is answered as crashed without a retry", async () => {
+  let calls = 0;
+  const runtime = new EchoRuntime(["javascript"]);
+  runtime.run = () => {
+    calls++;
+    return Promise.reject(new TypeError("oops"));
+  };
+  const scheduler = new Scheduler({ maxConcurrent: 1, queueLimit: 0, runtimeFor: () => runtime });
+  const result = await scheduler.submit(job("t1", "print x"));
+  assertEquals(result.outcome.status, "crashed");
+  assertEquals(calls, 1);
+  assertEquals(scheduler.stats().failedTasks, 1);
+});
+
+Deno.test("a start failure is retried exactly once", async () => {
+  let calls = 0;
+  const runtime = new EchoRuntime(["javascript"]);
+  runtime.run = () => {
+    calls++;
+    return Promise.reject(new SandboxStartError("no boot"));
+  };
+  const scheduler = new Scheduler({ maxConcurrent: 1, queueLimit: 0, runtimeFor: () => runtime });
+  const result = await scheduler.submit(job("t1", "print x"));
+  assertEquals(result.outcome.status, "crashed");
+  assertEquals(result.attempts, 2);
+  assertEquals(calls, 2);
+});
+
+Deno.test("a closed scheduler refuses runs with kind draining", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const scheduler = new Scheduler({ maxConcurrent: 1, queueLimit: 0, runtimeFor: () => runtime });
+  scheduler.close();
+  let caught: unknown;
+  await scheduler.submit(job("t1", "print x")).catch((error) => caught = error);
+  assert(caught instanceof SchedulerRejection);
+  assertEquals(caught.kind, "draining");
+  await scheduler.idle();
+});
+
+Deno.test("a burst of 10,000 runs of one tenant does not starve another tenant's run", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 20_000,
+    runtimeFor: () => runtime,
+  });
+  const blocker = scheduler.submit(job("blocker", "gate hold", { tenant: "A" }));
+  const burst = Array.from(
+    { length: 10_000 },
+    (_, i) => scheduler.submit(job(`a${i}`, "print a", { tenant: "A" })),
+  );
+  const late = scheduler.submit(job("b", "print b", { tenant: "B" }));
+  assertEquals(scheduler.stats().queuedTasks, 10_001);
+  runtime.open("hold");
+  await late;
+  // B started right after the blocker and at most one run of A.
+  const position = runtime.started.findIndex((run) => run.job.taskId === "b");
+  assert(position >= 1 && position <= 2, `B started at ${position}`);
+  await Promise.all([blocker, ...burst]);
+  assertEquals(scheduler.stats().completedTasks, 10_002);
+});
