@@ -168,6 +168,7 @@ class Bench {
   readonly targets: Targets = { serviceLanguages: [], spawn: {} };
   readonly peaks: Peaks = new Map();
   serviceFirstRun: Partial<Record<BenchLanguage, number>> = {};
+  #dead = new Set<RunningServer>();
   serviceFullPoolMs?: number;
 
   constructor(readonly flags: Flags, readonly plan: Plan, serviceEnv: Record<string, string>) {
@@ -194,6 +195,24 @@ class Bench {
 
   add(figure: Figure): void {
     this.results.figures.push(figure);
+  }
+
+  /**
+   * True while `server` runs; the first time it is found dead, notes it with its last output,
+   * so later measurements skip it instead of counting refused connections.
+   */
+  alive(server: RunningServer | undefined): server is RunningServer {
+    if (!server) return false;
+    if (!server.hasExited()) return true;
+    if (!this.#dead.has(server)) {
+      this.#dead.add(server);
+      this.note(
+        `${server.name} exited during the run; its later figures are missing. Its last output:\n${
+          server.outputTail().trim().slice(-1000)
+        }`,
+      );
+    }
+    return false;
   }
 
   /** One load run against a target, recorded raw, with the target's memory peak sampled. */
@@ -361,6 +380,7 @@ class Bench {
     const deadline = performance.now() + this.plan.poolWaitMs;
     let last = "";
     while (performance.now() < deadline) {
+      if (!this.alive(server)) return false;
       const health = await readHealth(server);
       const idle = languages.map((language) => idleFor(health, language));
       last = languages.map((l, i) => `${l} ${idle[i] ?? "?"}`).join(", ");
@@ -392,7 +412,7 @@ class Bench {
   /** Drains each runtime's pool with a burst of anonymous runs and times its refill. */
   async recovery(): Promise<void> {
     const server = this.targets.service;
-    if (!server) return;
+    if (!this.alive(server)) return;
     const groups = new Map<string, BenchLanguage>();
     for (const language of this.targets.serviceLanguages) {
       const runtime = language === "python" ? "python" : "javascript";
@@ -452,7 +472,7 @@ class Bench {
         count: number,
         warmup: number,
       ) => {
-        if (!server) return undefined;
+        if (!this.alive(server)) return undefined;
         const body = requestBody(prog, "one");
         // The floor answers a constant: only its contract shape is checked, not the result.
         const check = server === floor ? undefined : prog.check;
@@ -508,7 +528,7 @@ class Bench {
     const mode = spawnModeFor(language);
     const spawn = this.targets.spawn[mode];
     const prog = program(language, "evaluator");
-    const served = service && this.targets.serviceLanguages.includes(language);
+    const served = service !== undefined && this.targets.serviceLanguages.includes(language);
     for (const concurrency of this.plan.levels) {
       const base: FigureKey = {
         scenario: "throughput",
@@ -518,7 +538,7 @@ class Bench {
         concurrency,
       };
       const measured: Partial<Record<Tenancy, LoadResult>> = {};
-      if (served) {
+      if (served && this.alive(service)) {
         for (const tenancy of ["one", "new"] as const) {
           const body = requestBody(prog, tenancy);
           await runLoad(`${service.url}/run_code`, {
@@ -536,7 +556,7 @@ class Bench {
         }
       }
       let b: LoadResult | undefined;
-      if (spawn) {
+      if (this.alive(spawn)) {
         // Nothing to warm but the page cache, which the sequential runs already did.
         const body = requestBody(prog, "new");
         b = await this.load(SPAWN_NAMES[mode], spawn, base, {
@@ -547,7 +567,7 @@ class Bench {
         });
       }
       let f: LoadResult | undefined;
-      if (floor) {
+      if (this.alive(floor)) {
         const body = requestBody(prog, "new");
         await runLoad(`${floor.url}/run_code`, { concurrency, requests: concurrency * 4, body });
         f = await this.load("no-op floor", floor, base, {

@@ -49,6 +49,8 @@ export interface RunningServer {
   spawnedAt: number;
   /** The last lines the server wrote to stdout and stderr. */
   outputTail(): string;
+  /** True once the server process has exited, for whatever reason. */
+  hasExited(): boolean;
   /** SIGTERMs the server, waits for its exit (SIGKILL after a grace), kills leftovers. */
   stop(): Promise<StopResult>;
 }
@@ -192,6 +194,7 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
     startMs,
     spawnedAt,
     outputTail: () => tail.text,
+    hasExited: () => exited,
     stop,
   };
 }
