@@ -32,6 +32,20 @@ export interface LoadResult extends LatencySummary {
   concurrency: number;
   /** Requests sent. */
   sent: number;
+  /** The first failure of each kind, as the server or the network described it (capped). */
+  errorSamples: Record<string, string>;
+}
+
+const SAMPLE_CHARS = 300;
+
+/** What a failed answer says about itself: its `error`, else the end of its stderr. */
+function describeAnswer(answer: unknown): string {
+  const { error, output } = (answer ?? {}) as { error?: unknown; output?: { stderr?: unknown } };
+  if (typeof error === "string" && error) return error;
+  if (typeof output?.stderr === "string" && output.stderr) {
+    return output.stderr.slice(-SAMPLE_CHARS);
+  }
+  return JSON.stringify(answer).slice(0, SAMPLE_CHARS);
 }
 
 /**
@@ -60,7 +74,11 @@ export async function runLoad(url: string, options: LoadOptions): Promise<LoadRe
   const timeoutMs = options.timeoutMs ?? 60_000;
   const latencies: number[] = [];
   const errorKinds: Record<string, number> = {};
-  const fail = (kind: string) => errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  const errorSamples: Record<string, string> = {};
+  const fail = (kind: string, sample: () => string) => {
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+    if (!(kind in errorSamples)) errorSamples[kind] = sample().slice(0, SAMPLE_CHARS);
+  };
   const started = performance.now();
   const deadline = durationMs === undefined ? Infinity : started + durationMs;
   let next = 0;
@@ -86,30 +104,32 @@ export async function runLoad(url: string, options: LoadOptions): Promise<LoadRe
         const text = await response.text();
         const elapsed = performance.now() - t0;
         if (response.status !== 200) {
-          fail(`http_${response.status}`);
+          fail(`http_${response.status}`, () => text);
           continue;
         }
         let answer: unknown;
         try {
           answer = JSON.parse(text);
         } catch {
-          fail("bad_json");
+          fail("bad_json", () => text);
           continue;
         }
         const problem = check(answer);
-        if (problem) fail(problem);
+        if (problem) fail(problem, () => describeAnswer(answer));
         else latencies.push(elapsed);
       } catch (error) {
-        fail(
-          error instanceof DOMException && error.name === "TimeoutError"
-            ? "client_timeout"
-            : "transport",
-        );
+        const timedOut = error instanceof DOMException && error.name === "TimeoutError";
+        fail(timedOut ? "client_timeout" : "transport", () => String(error));
       }
     }
   };
 
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsedMs = performance.now() - started;
-  return { ...summarize(latencies, { errorKinds, elapsedMs }), concurrency, sent: next };
+  return {
+    ...summarize(latencies, { errorKinds, elapsedMs }),
+    concurrency,
+    sent: next,
+    errorSamples,
+  };
 }

@@ -233,7 +233,9 @@ class Bench {
     });
     this.results.runs.push({ target, key, summary: result });
     const errors = result.errors
-      ? ` errors ${result.errors} ${JSON.stringify(result.errorKinds)}`
+      ? ` errors ${result.errors} ${JSON.stringify(result.errorKinds)}, first: ${
+        JSON.stringify(result.errorSamples)
+      }`
       : "";
     log(
       `${target} ${key.scenario} ${key.language ?? ""} ${key.program ?? ""} ` +
@@ -273,7 +275,9 @@ class Bench {
           check: program(language, "trivial").check,
         });
         if (first.errors) {
-          this.note(`${SPAWN_NAMES[mode]}: first run failed ${JSON.stringify(first.errorKinds)}`);
+          this.note(
+            `${SPAWN_NAMES[mode]}: first run failed: ${JSON.stringify(first.errorSamples)}`,
+          );
         } else firstRun[mode] = performance.now() - server.spawnedAt;
         log(`${SPAWN_NAMES[mode]} up in ${fmt(server.startMs)} ms (pid ${server.pid})`);
       } catch (error) {
@@ -340,7 +344,9 @@ class Bench {
     }));
     for (const { language, result, at } of firstRuns) {
       if (result.errors) {
-        this.note(`service: first ${language} run failed ${JSON.stringify(result.errorKinds)}`);
+        this.note(
+          `service: first ${language} run failed: ${JSON.stringify(result.errorSamples)}`,
+        );
       } else this.serviceFirstRun[language] = at;
     }
     const full = await this.waitForFullPool(languages);

@@ -5,8 +5,8 @@
  * @module
  */
 
+import type { LoadResult } from "./load.ts";
 import { ratio } from "./stats.ts";
-import type { LatencySummary } from "./stats.ts";
 import type { BenchLanguage, ProgramKind, Tenancy } from "./programs.ts";
 
 /** Which group of measurements a figure belongs to. */
@@ -54,8 +54,8 @@ export interface RawRun {
   target: string;
   /** Where it was measured. */
   key: FigureKey;
-  /** Its latency summary. */
-  summary: LatencySummary;
+  /** Its latency summary, failures and a sample of each kind of failure. */
+  summary: LoadResult;
 }
 
 /** Everything one benchmark run found. */

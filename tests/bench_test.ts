@@ -84,6 +84,7 @@ Deno.test("runLoad against the no-op floor: counts, per-request bodies, non-200s
     });
     assert.deepEqual(missing.ok, 0);
     assert.deepEqual(missing.errorKinds, { http_404: 4 });
+    assert.match(missing.errorSamples.http_404, /not found/i);
 
     const judged = await runLoad(`${floor.url}/run_code`, {
       concurrency: 1,
@@ -189,6 +190,7 @@ Deno.test("the python3 baseline runs the Python programs and their checks pass",
       body: () => ({ language: "python", code: "raise ValueError('x')" }),
     });
     assert.deepEqual(failing.errorKinds, { status_error: 1 });
+    assert.match(failing.errorSamples.status_error, /ValueError: x/);
   } finally {
     await server.stop();
   }
