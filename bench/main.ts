@@ -689,8 +689,11 @@ async function main(): Promise<void> {
   bench.results.machine.python = python;
 
   const stopOnSignal = () => {
-    log("interrupted: stopping the servers");
-    bench.stopAll().finally(() => Deno.exit(130));
+    log("interrupted: stopping the servers and writing what was measured so far");
+    bench.note("the run was interrupted: figures after that point are missing");
+    bench.stopAll()
+      .then(() => report(bench, flags.out))
+      .finally(() => Deno.exit(130));
   };
   Deno.addSignalListener("SIGINT", stopOnSignal);
   Deno.addSignalListener("SIGTERM", stopOnSignal);
@@ -709,23 +712,26 @@ async function main(): Promise<void> {
     Deno.removeSignalListener("SIGINT", stopOnSignal);
     Deno.removeSignalListener("SIGTERM", stopOnSignal);
   }
+  await report(bench, flags.out);
+}
 
-  bench.results.finishedAt = new Date().toISOString();
-  const stamp = bench.results.startedAt.replace(/[:.]/g, "-");
-  const out = flags.out ?? new URL(`./results/${stamp}.json`, import.meta.url).pathname;
-  await Deno.mkdir(out.slice(0, out.lastIndexOf("/")) || ".", { recursive: true });
+/** Writes the JSON (to `out`, default bench/results/<start time>.json) and prints the tables. */
+async function report(bench: Bench, out?: string): Promise<void> {
+  const { results } = bench;
+  results.finishedAt = new Date().toISOString();
+  const stamp = results.startedAt.replace(/[:.]/g, "-");
+  const path = out ?? new URL(`./results/${stamp}.json`, import.meta.url).pathname;
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
   // Microsecond precision is noise on this scale: keep three decimals.
   const rounded = (_key: string, value: unknown) =>
     typeof value === "number" && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
-  await Deno.writeTextFile(out, JSON.stringify(bench.results, rounded, 2) + "\n");
+  await Deno.writeTextFile(path, JSON.stringify(results, rounded, 2) + "\n");
 
-  const seconds = (Date.parse(bench.results.finishedAt) - Date.parse(bench.results.startedAt)) /
-    1000;
-  console.log(
-    `## Benchmark (${bench.results.mode}, ${bench.results.machine.cpus} CPUs, Deno ${Deno.version.deno})\n`,
-  );
-  console.log(renderMarkdown(bench.results));
-  console.log(`\nFull results: ${out} (${seconds.toFixed(0)} s)`);
+  const seconds = (Date.parse(results.finishedAt) - Date.parse(results.startedAt)) / 1000;
+  const { mode, machine } = results;
+  console.log(`## Benchmark (${mode}, ${machine.cpus} CPUs, Deno ${machine.deno})\n`);
+  console.log(renderMarkdown(results));
+  console.log(`\nFull results: ${path} (${seconds.toFixed(0)} s)`);
 }
 
 if (import.meta.main) await main();
