@@ -6,6 +6,7 @@
  */
 
 import type { Language, PoolStats, Runtime, RuntimeFactory, RuntimeSettings } from "./runtime.ts";
+import { createPythonRuntime } from "./sandbox/python/mod.ts";
 
 /** A factory and the languages the runtime it builds serves. */
 export interface RuntimeRegistration {
@@ -19,7 +20,9 @@ export interface RuntimeRegistration {
  * The runtimes this build ships. A language sandbox joins the service by adding its
  * registration here.
  */
-export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [];
+export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [
+  { languages: ["python"], create: (settings) => createPythonRuntime(settings) },
+];
 
 /** No registered factory serves an enabled language. */
 export class MissingRuntimeError extends Error {

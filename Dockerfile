@@ -1,0 +1,118 @@
+# syntax=docker/dockerfile:1
+#
+# faas-sandbox: runs untrusted JavaScript, TypeScript and Python snippets over HTTP.
+#
+#   docker build -t faas-sandbox:0.1.0 .
+#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp:size=1g,mode=1777,noexec,nosuid,nodev \
+#     --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add CHOWN \
+#     --cap-add DAC_OVERRIDE --security-opt no-new-privileges --stop-timeout 45 faas-sandbox:0.1.0
+#
+# Extra Python packages for user code: --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"
+# Full guide: deploy/README.md.
+
+# Debian 12 point release; python3 and tini below are pinned to bookworm's versions. For a
+# byte-for-byte reproducible base, pin the digest too: --build-arg DEBIAN_IMAGE=debian:12.11-slim@sha256:…
+ARG DEBIAN_IMAGE=debian:12.11-slim
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: the Deno binary, taken from the npm registry's platform package and checked against
+# the registry's sha512 (a pinned version alone could be re-published; a hash cannot).
+FROM ${DEBIAN_IMAGE} AS deno
+ARG DENO_VERSION=2.9.6
+ARG DENO_SHA512_AMD64=de67784ca2c2bb3b0b0e67cea02e4a37b34065ac525643209bae2f83a7e80f4d090400c2a584b6ff942a5dfce09cfe59433de22cff6f05026d120735d7a380a1
+ARG DENO_SHA512_ARM64=a68aa1a07f41de7625a2280430f4f9b7c1d8fb005e8ae79ad409f943b7ea809ccfd126265aca12fe852758efe9122038a1fcc8072d4496dfe29f9f312adc44a1
+ARG TARGETARCH
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends ca-certificates curl; \
+    rm -rf /var/lib/apt/lists/*; \
+    case "${TARGETARCH:-amd64}" in \
+      amd64) pkg=linux-x64-glibc; sum="$DENO_SHA512_AMD64" ;; \
+      arm64) pkg=linux-arm64-glibc; sum="$DENO_SHA512_ARM64" ;; \
+      *) echo "no Deno build for architecture ${TARGETARCH}" >&2; exit 1 ;; \
+    esac; \
+    curl -fsSL -o /tmp/deno.tgz "https://registry.npmjs.org/@deno/${pkg}/-/${pkg}-${DENO_VERSION}.tgz"; \
+    echo "${sum}  /tmp/deno.tgz" | sha512sum -c -; \
+    tar -xzf /tmp/deno.tgz -C /tmp package/deno; \
+    install -m 0755 /tmp/package/deno /usr/local/bin/deno; \
+    rm -rf /tmp/deno.tgz /tmp/package; \
+    deno --version | grep -qx "deno ${DENO_VERSION} .*"
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: dependencies resolved exactly as deno.lock says (--frozen fails the build instead of
+# updating the lock), then the sources' module graph cached, so the service starts offline.
+FROM deno AS deps
+ENV DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1
+WORKDIR /app
+COPY deno.json deno.lock ./
+RUN deno install --frozen
+COPY main.ts ./
+COPY src ./src
+RUN deno install --frozen --entrypoint main.ts $(find src -name '*.ts' ! -name '*_test.ts' | sort)
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: the runtime image.
+FROM ${DEBIAN_IMAGE}
+# Space-separated pip requirement specifiers, installed into the system python3 for user code
+# (/usr/local/lib/python3.11/dist-packages, which the Python sandbox keeps on sys.path).
+ARG PYTHON_PACKAGES=""
+RUN set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends python3=3.11.2-1+b1 tini=0.19.0-1+b3; \
+    if [ -n "${PYTHON_PACKAGES}" ]; then \
+      apt-get install -y --no-install-recommends python3-pip; \
+      pip3 install --no-cache-dir --break-system-packages --root-user-action=ignore ${PYTHON_PACKAGES}; \
+      apt-get purge -y --auto-remove python3-pip; \
+    fi; \
+    rm -rf /var/lib/apt/lists/*
+
+COPY --from=deno /usr/local/bin/deno /usr/local/bin/deno
+COPY --from=deps /deno-dir /deno-dir
+WORKDIR /app
+COPY --from=deps /app ./
+COPY deploy/healthcheck.ts ./deploy/healthcheck.ts
+# Runs execute under unprivileged uids that must read the runner code and the Deno cache, never
+# write them: everything is root-owned and world-readable, nothing world-writable.
+RUN chmod -R a+rX,go-w /app /deno-dir
+
+ENV DENO_DIR=/deno-dir \
+    DENO_NO_UPDATE_CHECK=1 \
+    DENO_NO_PROMPT=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# Configuration. Every setting is read from the environment at start; an invalid value stops
+# the service with a message naming the variable. Values shown are the defaults.
+#   FAAS_PORT=8000              listening port (0 picks a free one)
+#   FAAS_HOST=0.0.0.0           listening address
+#   FAAS_POOL_SIZE=10           sandboxes booted ahead of demand, per runtime
+#   FAAS_MAX_INSTANCES=50       most runs executing at once
+#   FAAS_TIMEOUT=30000          run timeout in ms when a request gives none
+#   FAAS_MAX_TIMEOUT=60000      largest timeout a request may ask for, ms
+#   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
+#   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
+#   FAAS_MAX_CODE_BYTES=1048576 largest accepted `code`, UTF-8 bytes
+#   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
+#   FAAS_DRAIN_TIMEOUT=30000    on SIGTERM: how long in-flight and queued runs may finish, ms
+#   FAAS_API_KEY=               when set, every route but /health needs this key (401 otherwise)
+#   FAAS_LANGUAGES=javascript,typescript,python   enabled languages, comma-separated
+#   FAAS_PYTHON=python3         Python executable for the Python sandbox
+#   FAAS_REQUIRE_ISOLATION=     isolation layers that must be active or the service refuses to
+#                               start, comma-separated (e.g. uid,netns); /health lists the active ones
+#   FAAS_DEBUG=false            verbose logs, including code and output
+ENV FAAS_PORT=8000 \
+    FAAS_HOST=0.0.0.0
+
+EXPOSE 8000
+
+# Least privilege: run as root only to hand each run its own unprivileged uid. Start the
+# container with --cap-drop ALL and only SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE added (compose
+# and the Kubernetes manifests in deploy/ do); deploy/README.md explains why and the netns option.
+USER 0:0
+
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["deno", "run", "--no-prompt", "--cached-only", "--allow-net", "--allow-env=FAAS_PORT,FAAS_HOST", "deploy/healthcheck.ts"]
+
+# tini (pid 1) forwards SIGTERM to the service, which drains and exits 0, and reaps the
+# orphaned sandbox processes that would otherwise linger as zombies.
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["deno", "run", "--allow-all", "--no-prompt", "--cached-only", "--frozen", "main.ts"]
