@@ -721,7 +721,8 @@ async function report(bench: Bench, out?: string): Promise<void> {
   results.finishedAt = new Date().toISOString();
   const stamp = results.startedAt.replace(/[:.]/g, "-");
   const path = out ?? new URL(`./results/${stamp}.json`, import.meta.url).pathname;
-  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")) || ".", { recursive: true });
+  const slash = path.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
   // Microsecond precision is noise on this scale: keep three decimals.
   const rounded = (_key: string, value: unknown) =>
     typeof value === "number" && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
