@@ -93,10 +93,12 @@ const USAGE =
   "usage: deno task bench [--quick] [--languages=js,ts,py] [--out=path] [--pool-size=N] " +
   "[--max-instances=N] [--main=path/to/main.ts]";
 
-function positiveInteger(name: string, value: string): number {
+function integerFlag(name: string, value: string, min: number): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`expected ${name} to be a positive integer, got "${value}"\n${USAGE}`);
+  if (!Number.isInteger(n) || n < min) {
+    throw new Error(
+      `expected ${name} to be an integer of at least ${min}, got "${value}"\n${USAGE}`,
+    );
   }
   return n;
 }
@@ -106,8 +108,8 @@ function parseFlags(args: string[]): Flags {
   const flags: Flags = {
     quick: false,
     languages: ["javascript", "typescript", "python"],
-    poolSize: positiveInteger("FAAS_POOL_SIZE", env("FAAS_POOL_SIZE") ?? "10"),
-    maxInstances: positiveInteger("FAAS_MAX_INSTANCES", env("FAAS_MAX_INSTANCES") ?? "50"),
+    poolSize: integerFlag("FAAS_POOL_SIZE", env("FAAS_POOL_SIZE") ?? "10", 0),
+    maxInstances: integerFlag("FAAS_MAX_INSTANCES", env("FAAS_MAX_INSTANCES") ?? "50", 1),
     main: new URL("../main.ts", import.meta.url).pathname,
   };
   for (const arg of args) {
@@ -125,9 +127,9 @@ function parseFlags(args: string[]): Flags {
         if (!flags.languages.includes(language)) flags.languages.push(language);
       }
     } else if (name === "--out" && value) flags.out = value;
-    else if (name === "--pool-size" && value) flags.poolSize = positiveInteger(name, value);
+    else if (name === "--pool-size" && value) flags.poolSize = integerFlag(name, value, 0);
     else if (name === "--max-instances" && value) {
-      flags.maxInstances = positiveInteger(name, value);
+      flags.maxInstances = integerFlag(name, value, 1);
     } else if (name === "--main" && value) flags.main = value;
     else if (name === "--help" || name === "-h") {
       console.log(USAGE);
