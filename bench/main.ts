@@ -150,6 +150,15 @@ function fmt(value: number): string {
   return Number.isFinite(value) ? value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2) : "–";
 }
 
+/** The 1-minute load average: other work on the machine skews every figure of a run. */
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ")[0];
+  } catch {
+    return "unknown";
+  }
+}
+
 function spawnModeFor(language: BenchLanguage): SpawnMode {
   return language === "python" ? "python3" : "deno-run";
 }
@@ -182,6 +191,7 @@ class Bench {
         deno: Deno.version.deno,
         v8: Deno.version.v8,
         os: `${Deno.build.os} ${Deno.osRelease()}`,
+        loadAtStart: loadAverage(),
       },
       serviceEnv,
       notes: [],
@@ -721,6 +731,7 @@ async function main(): Promise<void> {
 async function report(bench: Bench, out?: string): Promise<void> {
   const { results } = bench;
   results.finishedAt = new Date().toISOString();
+  results.machine.loadAtEnd = loadAverage();
   const stamp = results.startedAt.replace(/[:.]/g, "-");
   const path = out ?? new URL(`./results/${stamp}.json`, import.meta.url).pathname;
   const slash = path.lastIndexOf("/");
@@ -732,7 +743,10 @@ async function report(bench: Bench, out?: string): Promise<void> {
 
   const seconds = (Date.parse(results.finishedAt) - Date.parse(results.startedAt)) / 1000;
   const { mode, machine } = results;
-  console.log(`## Benchmark (${mode}, ${machine.cpus} CPUs, Deno ${machine.deno})\n`);
+  console.log(
+    `## Benchmark (${mode}, ${machine.cpus} CPUs, Deno ${machine.deno}, ` +
+      `load average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end)\n`,
+  );
   console.log(renderMarkdown(results));
   console.log(`\nFull results: ${path} (${seconds.toFixed(0)} s)`);
 }
