@@ -69,6 +69,7 @@ export class SandboxPool<S extends Sandbox> {
   #closed = false;
   #sweeper: ReturnType<typeof setInterval>;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #inFlight = new Set<Promise<unknown>>();
 
   /** Creates the pool; call {@link SandboxPool.start} to prewarm it. */
   constructor(options: PoolOptions<S>) {
@@ -152,7 +153,8 @@ export class SandboxPool<S extends Sandbox> {
       return entry.sandbox.exited.catch(() => {});
     });
     this.#entries.clear();
-    await Promise.all(exits);
+    // Boots under way end by killing what they started (the pool is closed): wait for them.
+    await Promise.all([...exits, ...this.#inFlight]);
   }
 
   #findIdle(tenant: string | undefined): Entry<S> | undefined {
@@ -239,15 +241,15 @@ export class SandboxPool<S extends Sandbox> {
   #boot(): void {
     this.#booting++;
     const startedAt = performance.now();
-    this.#options.create().then(
-      (sandbox) => {
+    const boot = this.#options.create().then(
+      (sandbox): Promise<unknown> | undefined => {
         this.#booting--;
         this.#bootFailures = 0;
         this.#nextBootAt = 0;
         this.#options.onBoot?.(performance.now() - startedAt, true);
         if (this.#closed) {
           sandbox.kill();
-          return;
+          return sandbox.exited.catch(() => {});
         }
         this.#adopt(sandbox);
         this.#pump();
@@ -264,6 +266,8 @@ export class SandboxPool<S extends Sandbox> {
         this.#pump();
       },
     );
+    this.#inFlight.add(boot);
+    boot.finally(() => this.#inFlight.delete(boot));
   }
 
   #scheduleRetry(): void {
@@ -272,7 +276,8 @@ export class SandboxPool<S extends Sandbox> {
       this.#retryTimer = undefined;
       this.#pump();
     }, Math.max(0, this.#nextBootAt - Date.now()));
-    Deno.unrefTimer(timer);
+    // Someone waits for this boot: the process must stay alive for it.
+    if (this.#waiters.length === 0) Deno.unrefTimer(timer);
     this.#retryTimer = timer;
   }
 

@@ -6,6 +6,7 @@
  */
 
 import type { Language, PoolStats, Runtime, RuntimeFactory, RuntimeSettings } from "./runtime.ts";
+import { createJavaScriptRuntime } from "./sandbox/javascript/mod.ts";
 import { createPythonRuntime } from "./sandbox/python/mod.ts";
 
 /** A factory and the languages the runtime it builds serves. */
@@ -21,6 +22,10 @@ export interface RuntimeRegistration {
  * registration here.
  */
 export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [
+  {
+    languages: ["javascript", "typescript"],
+    create: (settings) => createJavaScriptRuntime(settings),
+  },
   { languages: ["python"], create: (settings) => createPythonRuntime(settings) },
 ];
 

@@ -1,0 +1,456 @@
+/**
+ * The realm that runs user code, installed in the no-permission Web Worker of a runner (or,
+ * in inline mode, in the runner's own thread once its permissions are revoked). It is trusted
+ * code: it closes what a "none" realm can still reach, then runs each piece of user code as an
+ * async function body in a fresh `node:vm` context, with Deno's console formatting, `input`,
+ * `return_val` and timers that die with the run.
+ *
+ * Frames in: `run` (see protocol.ts). Frames out: `out`, `done`, `idle`, `refused`, for the host.
+ *
+ * @module
+ */
+
+import vm from "node:vm";
+import { type DoneFrame, OUTPUT_CHUNK, type RunFrame } from "./protocol.ts";
+
+// deno-lint-ignore no-explicit-any
+type AnyRecord = Record<string | symbol, any>;
+
+const scope = globalThis as unknown as AnyRecord;
+const deno = Deno as unknown as AnyRecord;
+
+// Private copies taken at import, before user code can touch the globals.
+let post: (frame: unknown) => void = () => {};
+// deno-lint-ignore no-explicit-any
+const listen: (type: string, listener: (event: any) => void) => void = scope.addEventListener
+  .bind(globalThis);
+type SetTimer = (callback: () => void, delay?: number) => number;
+type ClearTimer = (id: number) => void;
+const realSetTimeout: SetTimer = scope.setTimeout.bind(globalThis);
+const realSetInterval: SetTimer = scope.setInterval.bind(globalThis);
+const realClearTimeout: ClearTimer = scope.clearTimeout.bind(globalThis);
+const realClearInterval: ClearTimer = scope.clearInterval.bind(globalThis);
+const internal: AnyRecord = deno[deno.internal];
+const ConsoleClass = internal.Console as new (
+  print: (message: string, level: number) => void,
+) => Console;
+const encoder = new TextEncoder();
+
+// A macrotask without the timer clamp (setTimeout(0) costs 1-2 ms here, a port message 20 µs).
+const tick = new MessageChannel();
+const tickQueue: (() => void)[] = [];
+tick.port1.onmessage = () => tickQueue.shift()?.();
+function nextMacrotask(callback: () => void): void {
+  tickQueue.push(callback);
+  tick.port2.postMessage(0);
+}
+
+/** Thrown through user code by `Deno.exit` (or past the output cap) to unwind it. */
+class ExitSignal {
+  constructor(readonly code: number) {}
+}
+
+interface RunState {
+  id: number;
+  maxOutputBytes: number;
+  bytes: [number, number];
+  explicit?: string;
+  timers: Set<number>;
+  finished: boolean;
+  memory: boolean;
+}
+
+let current: RunState | undefined;
+let exposed: string[] = [];
+
+function lockDown(): void {
+  // Deno internals give back the core ops and printing to the process's stdio.
+  delete deno[deno.internal];
+  for (
+    const name of [
+      "BroadcastChannel",
+      "caches",
+      "CacheStorage",
+      "Cache",
+      "Worker",
+      "postMessage",
+      "close",
+      "onmessage",
+      "onmessageerror",
+      "importScripts",
+    ]
+  ) {
+    delete scope[name];
+  }
+  for (const name of ["stdin", "stdout", "stderr"]) delete deno[name];
+  const refuse = (what: string) => () => {
+    throw new Deno.errors.NotCapable(`${what} is not available in the sandbox`);
+  };
+  deno.addSignalListener = refuse("Deno.addSignalListener");
+  deno.removeSignalListener = refuse("Deno.removeSignalListener");
+  const denied = { state: "denied", partial: false, onchange: null };
+  deno.permissions = Object.freeze({
+    query: () => Promise.resolve(denied),
+    querySync: () => denied,
+    request: () => Promise.resolve(denied),
+    requestSync: () => denied,
+    revoke: () => Promise.resolve(denied),
+    revokeSync: () => denied,
+  });
+  deno.exit = (code?: number) => {
+    const exitCode = Number.isInteger(code) ? code as number : 0;
+    finish({ exitCode, exited: true });
+    throw new ExitSignal(exitCode);
+  };
+  // Timers outlive nothing: every one is tracked by the run that set it.
+  scope.setTimeout = trackedTimer(realSetTimeout);
+  scope.setInterval = trackedTimer(realSetInterval);
+  scope.clearTimeout = clearTracked;
+  scope.clearInterval = clearTracked;
+  listen("unhandledrejection", (event) => {
+    event.preventDefault();
+    uncaught(event.reason, "Uncaught (in promise)");
+  });
+  listen("error", (event) => {
+    event.preventDefault();
+    uncaught(event.error, "Uncaught");
+  });
+}
+
+function trackedTimer(real: SetTimer) {
+  return (callback: unknown, delay?: number, ...args: unknown[]): number => {
+    const run = current;
+    if (!run || run.finished) return 0;
+    if (typeof callback !== "function") throw new TypeError("timer callback must be a function");
+    const id = real(() => {
+      if (current !== run || run.finished) return;
+      if (real === realSetTimeout) run.timers.delete(id);
+      callback(...args);
+    }, delay);
+    run.timers.add(id);
+    return id;
+  };
+}
+
+function clearTracked(id?: number): void {
+  if (typeof id !== "number" || !current?.timers.has(id)) return;
+  current.timers.delete(id);
+  realClearTimeout(id);
+  realClearInterval(id);
+}
+
+const DENIED_GLOBALS = new Set([
+  "self",
+  "globalThis",
+  "window",
+  "console",
+  "Deno",
+  "addEventListener",
+  "removeEventListener",
+  "dispatchEvent",
+  "onerror",
+  "onunhandledrejection",
+  "onrejectionhandled",
+  "name",
+  "WorkerGlobalScope",
+  "DedicatedWorkerGlobalScope",
+]);
+
+// Integrity of this realm between runs. User code reaches this realm from its vm context in
+// one line; whatever it changes here would persist into the tenant's later runs. So before
+// each run the realm compares its globals and intrinsics with a baseline taken at boot, and
+// refuses the run (the host then uses another runner and discards this one) if they changed.
+const ownKeys = Reflect.ownKeys;
+const describe = Object.getOwnPropertyDescriptor;
+const same = Object.is;
+const WATCHED: object[] = [
+  globalThis,
+  Deno,
+  Object,
+  Object.prototype,
+  Function.prototype,
+  Array.prototype,
+  String.prototype,
+  Number.prototype,
+  Boolean.prototype,
+  Symbol.prototype,
+  BigInt.prototype,
+  Promise,
+  Promise.prototype,
+  Map.prototype,
+  Set.prototype,
+  WeakMap.prototype,
+  WeakSet.prototype,
+  RegExp.prototype,
+  Error,
+  Error.prototype,
+  JSON,
+  Math,
+  Reflect,
+  Date.prototype,
+  ArrayBuffer.prototype,
+  Object.getPrototypeOf(Uint8Array.prototype),
+  Uint8Array.prototype,
+  TextEncoder.prototype,
+  MessagePort.prototype,
+  EventTarget.prototype,
+];
+let baseline: unknown[] = [];
+
+function integritySnapshot(): unknown[] {
+  const entries: unknown[] = [];
+  for (const object of WATCHED) {
+    const keys = ownKeys(object);
+    entries.push(keys.length, Object.isExtensible(object));
+    for (const key of keys) {
+      const descriptor = describe(object, key);
+      entries.push(key, descriptor?.value, descriptor?.get, descriptor?.set);
+      entries.push(descriptor?.writable, descriptor?.enumerable, descriptor?.configurable);
+    }
+  }
+  return entries;
+}
+
+function realmChanged(): boolean {
+  if (baseline.length === 0) return false; // still booting (the warm-up run)
+  const now = integritySnapshot();
+  if (now.length !== baseline.length) return true;
+  for (let i = 0; i < now.length; i++) {
+    if (!same(now[i], baseline[i])) return true;
+  }
+  return false;
+}
+
+/** Names of worker globals (Web APIs) that user code sees beside the ECMAScript built-ins. */
+function exposedGlobals(): string[] {
+  const builtins = new Set<string>(
+    vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
+  );
+  return Object.getOwnPropertyNames(globalThis).filter((name) =>
+    !builtins.has(name) && !DENIED_GLOBALS.has(name)
+  );
+}
+
+/** Output of `run`: dropped once that run finished, so late callbacks never reach a later run. */
+function write(run: RunState | undefined, fd: 1 | 2, text: string): void {
+  if (!run || run.finished) return;
+  for (let offset = 0; offset < text.length; offset += OUTPUT_CHUNK) {
+    const data = text.length <= OUTPUT_CHUNK ? text : text.slice(offset, offset + OUTPUT_CHUNK);
+    run.bytes[fd - 1] += encoder.encode(data).length;
+    post({ t: "out", id: run.id, fd, data });
+    if (run.bytes[fd - 1] > run.maxOutputBytes) {
+      // The host stops the run at the cap too; ending it here also works when this thread
+      // is the one that relays frames (inline mode), which a print loop would starve.
+      finish({ exitCode: 1, oversized: true });
+      throw new ExitSignal(1);
+    }
+  }
+}
+
+function serialize(value: unknown): string {
+  try {
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json;
+  } catch {
+    // not JSON (cycle, BigInt): fall back to String
+  }
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/** Stack frames under this URL are ours, not the user's. */
+const OWN_MODULES = new URL("./", import.meta.url).href;
+
+/** True for objects of any realm (user errors come from the run's vm context). */
+function isObject(value: unknown): value is AnyRecord {
+  return (typeof value === "object" && value !== null) || typeof value === "function";
+}
+
+function cleanStack(error: unknown): void {
+  if (!isObject(error) || typeof error.stack !== "string") return;
+  const lines = ((error as AnyRecord).stack as string).split("\n");
+  const kept = lines.filter((line) =>
+    !/^\s+at /.test(line) || !(line.includes("ext:") || line.includes(OWN_MODULES))
+  );
+  try {
+    (error as AnyRecord).stack = kept.join("\n");
+  } catch {
+    // a frozen error keeps its stack
+  }
+}
+
+function isArrayBufferFailure(error: unknown): boolean {
+  return isObject(error) && error.name === "RangeError" &&
+    /Array buffer allocation failed/i.test(String(error.message));
+}
+
+function uncaught(error: unknown, prefix: string): void {
+  const run = current;
+  if (!run || run.finished) return;
+  if (error instanceof ExitSignal) return;
+  if (isArrayBufferFailure(error)) run.memory = true;
+  cleanStack(error);
+  let text: string;
+  try {
+    text = Deno.inspect(error, { colors: false });
+  } catch {
+    text = serialize(error);
+  }
+  try {
+    write(run, 2, `${prefix} ${text}\n`);
+  } catch {
+    // past the output cap: write() already ended the run
+  }
+  finish({ exitCode: 1 });
+}
+
+function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false): void {
+  const run = current;
+  if (!run || run.finished) return;
+  run.finished = true;
+  for (const id of run.timers) {
+    realClearTimeout(id);
+    realClearInterval(id);
+  }
+  run.timers.clear();
+  const done: DoneFrame = Object.assign(Object.create(null), { t: "done", id: run.id }, result);
+  if (run.explicit !== undefined) done.explicit = run.explicit;
+  if (run.memory) done.memory = true;
+  const limit = run.maxOutputBytes;
+  if ((done.explicit?.length ?? 0) > limit || (done.returned?.length ?? 0) > limit) {
+    delete done.explicit;
+    delete done.returned;
+    done.oversized = true;
+  }
+  post(done);
+  // A macrotask runs only once the code of the run has stopped, even queued microtasks.
+  if (idleNow) post({ t: "idle", id: run.id });
+  else nextMacrotask(() => post({ t: "idle", id: run.id }));
+  nextMacrotask(() => {
+    if (current === run) prepared ??= prepareContext();
+  });
+}
+
+interface PreparedContext {
+  sandbox: AnyRecord;
+  context: vm.Context;
+  parseJson: (text: string) => unknown;
+}
+
+/** The next run's context, built while the realm is idle so a run does not wait for it. */
+let prepared: PreparedContext | undefined;
+
+function prepareContext(): PreparedContext {
+  const sandbox: AnyRecord = {};
+  for (const name of exposed) {
+    const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
+    if (!descriptor) continue;
+    const value = "value" in descriptor ? descriptor.value : descriptor.get?.call(globalThis);
+    sandbox[name] = value;
+  }
+  sandbox.Deno = Deno;
+  const context = vm.createContext(sandbox);
+  // The context's own JSON, so `input` has the run's prototypes.
+  const parseJson = vm.runInContext("JSON.parse", context);
+  return { sandbox, context, parseJson };
+}
+
+function createContext(frame: RunFrame, run: RunState): vm.Context {
+  const { sandbox, context, parseJson } = prepared ?? prepareContext();
+  prepared = undefined;
+  sandbox.console = new ConsoleClass((message, level) => write(run, level > 1 ? 2 : 1, message));
+  sandbox.return_val = (value: unknown) => {
+    run.explicit = typeof value === "string" ? value : serialize(value);
+  };
+  sandbox.input = frame.input === undefined ? undefined : parseJson(frame.input);
+  return context;
+}
+
+async function run(frame: RunFrame): Promise<void> {
+  // No prototype: properties planted on this realm's Object.prototype by an earlier run of
+  // the tenant (reachable through a context escape) must not show through as `explicit`.
+  const state: RunState = Object.assign(Object.create(null), {
+    id: frame.id,
+    maxOutputBytes: frame.maxOutputBytes,
+    bytes: [0, 0],
+    timers: new Set(),
+    finished: false,
+    memory: false,
+  });
+  if (realmChanged()) {
+    post({ t: "refused", id: frame.id });
+    return;
+  }
+  current = state;
+  let body: () => Promise<unknown>;
+  try {
+    const context = createContext(frame, state);
+    const script = new vm.Script(`(async function () {\n${frame.code}\n})`, {
+      filename: frame.file,
+      lineOffset: -1,
+    });
+    body = script.runInContext(context);
+  } catch (error) {
+    uncaught(error, "Uncaught");
+    return;
+  }
+  try {
+    const value = await body();
+    if (state.finished) return;
+    const returned = value === undefined ? undefined : serialize(value);
+    // One macrotask later: rejections nobody handled have been reported by then, and the
+    // code of the run has provably stopped (its microtasks drained).
+    await new Promise((resolve) => nextMacrotask(() => resolve(undefined)));
+    finish(returned === undefined ? { exitCode: 0 } : { exitCode: 0, returned }, true);
+  } catch (error) {
+    uncaught(error, "Uncaught");
+  }
+}
+
+/** Code run once at boot with its output dropped, so the first real run finds hot code. */
+const WARM_UP = "console.log('warm', {a: [1, 'x']}, 1.5); console.error(new Error('warm'));\n" +
+  "return_val({ok: true}); await null; return {n: input.n};";
+
+/**
+ * Locks this realm down, runs a warm-up, and returns the function that runs one `run` frame.
+ * `send` receives every frame for the host. Call once, before any user code exists.
+ */
+export async function installSandbox(
+  send: (frame: unknown) => void,
+): Promise<(frame: RunFrame) => void> {
+  exposed = exposedGlobals();
+  lockDown();
+  const warmed = Promise.withResolvers<void>();
+  post = (frame) => {
+    if ((frame as { t?: string }).t === "idle") warmed.resolve();
+  };
+  await run({
+    t: "run",
+    id: 0,
+    code: WARM_UP,
+    file: "warm_up.js",
+    input: '{"n":1}',
+    maxOutputBytes: 1024,
+  });
+  await warmed.promise;
+  post = send;
+  current = undefined;
+  prepared = prepareContext();
+  // Lazily defined properties settle on first read; read them all before the baseline.
+  for (const object of WATCHED) {
+    for (const key of ownKeys(object)) {
+      try {
+        (object as AnyRecord)[key];
+      } catch {
+        // a getter that throws stays a getter
+      }
+    }
+  }
+  baseline = integritySnapshot();
+  return (frame) => {
+    if (frame?.t === "run") run(frame);
+  };
+}
