@@ -1,0 +1,313 @@
+/**
+ * Smoke tests of the benchmark harness's pieces against real subprocess servers: statistics,
+ * the load generator on the no-op floor, the process-per-request baselines running the
+ * benchmark programs, process-tree memory, and starting/stopping servers. No timing is
+ * asserted: the machine is shared and speed is proven by the benchmark run only.
+ */
+
+import assert from "node:assert/strict";
+import { checkRunSucceeded, runLoad } from "../bench/load.ts";
+import { descendants, MemorySampler, startTimeOf, treeMemory } from "../bench/proc_tree.ts";
+import { expectedScore, program, requestBody } from "../bench/programs.ts";
+import { makeFigure, renderMarkdown } from "../bench/report.ts";
+import { freePort, ServerStartError, startServer } from "../bench/server_process.ts";
+import { percentile, ratio, summarize } from "../bench/stats.ts";
+import { resolvePython, startFloor, startSpawnBaseline } from "../bench/targets.ts";
+
+Deno.test("percentile interpolates between ranks and handles the edges", () => {
+  const sorted = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  assert.deepEqual(percentile(sorted, 50), 5.5);
+  assert.deepEqual(percentile(sorted, 0), 1);
+  assert.deepEqual(percentile(sorted, 100), 10);
+  assert.deepEqual(percentile(sorted, 90), 9.1);
+  assert.deepEqual(percentile([7], 99), 7);
+  assert.ok(Number.isNaN(percentile([], 50)));
+});
+
+Deno.test("summarize counts errors by kind and computes throughput over the span", () => {
+  const summary = summarize([30, 10, 20], {
+    errorKinds: { http_503: 2, status_timeout: 1 },
+    elapsedMs: 1_500,
+  });
+  assert.deepEqual(summary.ok, 3);
+  assert.deepEqual(summary.errors, 3);
+  assert.deepEqual(summary.p50, 20);
+  assert.deepEqual(summary.mean, 20);
+  assert.deepEqual(summary.min, 10);
+  assert.deepEqual(summary.max, 30);
+  assert.deepEqual(summary.throughput, 2);
+});
+
+Deno.test("ratio is null when a side is missing or the reference is zero", () => {
+  assert.deepEqual(ratio(4, 2), 2);
+  assert.deepEqual(ratio(null, 2), null);
+  assert.deepEqual(ratio(4, 0), null);
+  assert.deepEqual(ratio(NaN, 2), null);
+});
+
+Deno.test("checkRunSucceeded accepts only a success status without an error", () => {
+  assert.deepEqual(checkRunSucceeded({ metadata: { status: "success" }, error: "" }), undefined);
+  assert.deepEqual(
+    checkRunSucceeded({ metadata: { status: "timeout" }, error: "x" }),
+    "status_timeout",
+  );
+  assert.deepEqual(
+    checkRunSucceeded({ metadata: { status: "success" }, error: "boom" }),
+    "error_field",
+  );
+  assert.deepEqual(checkRunSucceeded({}), "status_missing");
+  assert.deepEqual(checkRunSucceeded("nope"), "bad_body");
+});
+
+Deno.test("runLoad against the no-op floor: counts, per-request bodies, non-200s", async () => {
+  const floor = await startFloor();
+  try {
+    const seen: number[] = [];
+    const result = await runLoad(`${floor.url}/run_code`, {
+      concurrency: 4,
+      requests: 25,
+      body: (index) => {
+        seen.push(index);
+        return { language: "js", code: "return 1", ext: { space_id: `t-${index}` } };
+      },
+    });
+    assert.deepEqual(result.sent, 25);
+    assert.deepEqual(result.ok, 25);
+    assert.deepEqual(result.errors, 0);
+    assert.deepEqual(seen.sort((a, b) => a - b), Array.from({ length: 25 }, (_, i) => i));
+    assert.ok(result.p50 > 0 && result.p99 >= result.p50 && result.throughput > 0);
+
+    const missing = await runLoad(`${floor.url}/no_such_route`, {
+      concurrency: 2,
+      requests: 4,
+      body: () => ({}),
+    });
+    assert.deepEqual(missing.ok, 0);
+    assert.deepEqual(missing.errorKinds, { http_404: 4 });
+    assert.match(missing.errorSamples.http_404, /not found/i);
+
+    const judged = await runLoad(`${floor.url}/run_code`, {
+      concurrency: 1,
+      requests: 3,
+      body: () => ({}),
+      check: () => "wrong_result",
+    });
+    assert.deepEqual(judged.errorKinds, { wrong_result: 3 });
+  } finally {
+    const stopped = await floor.stop();
+    assert.deepEqual(stopped.forced, false);
+    assert.deepEqual(stopped.leftovers, 0);
+  }
+});
+
+Deno.test("runLoad with a duration stops starting requests after it", async () => {
+  const floor = await startFloor();
+  try {
+    const result = await runLoad(`${floor.url}/run_code`, {
+      concurrency: 2,
+      durationMs: 200,
+      body: () => ({}),
+    });
+    assert.ok(result.ok > 0);
+    assert.deepEqual(result.errors, 0);
+    assert.deepEqual(result.ok, result.sent);
+  } finally {
+    await floor.stop();
+  }
+});
+
+Deno.test("runLoad counts a refused connection as a transport error", async () => {
+  const result = await runLoad(`http://127.0.0.1:${freePort()}/run_code`, {
+    concurrency: 1,
+    requests: 2,
+    body: () => ({}),
+  });
+  assert.deepEqual(result.ok, 0);
+  assert.deepEqual(result.errorKinds, { transport: 2 });
+});
+
+Deno.test("runLoad rejects a plan without a bound or with a bad concurrency", async () => {
+  await assert.rejects(
+    () => runLoad("http://127.0.0.1:1/", { concurrency: 1, body: () => ({}) }),
+    { name: "RangeError", message: /either durationMs or requests/ },
+  );
+  await assert.rejects(
+    () => runLoad("http://127.0.0.1:1/", { concurrency: 0, requests: 1, body: () => ({}) }),
+    { name: "RangeError", message: /concurrency must be a positive integer/ },
+  );
+});
+
+Deno.test("requestBody gives one tenant, a new tenant per request, or none", () => {
+  const prog = program("python", "evaluator");
+  const one = requestBody(prog, "one");
+  const fresh = requestBody(prog, "new");
+  const none = requestBody(prog, "none");
+  const tenant = (body: unknown) => (body as { ext?: { space_id: string } }).ext?.space_id;
+  assert.deepEqual(tenant(one(0)), tenant(one(1)));
+  assert.ok(tenant(fresh(0)) !== tenant(fresh(1)));
+  assert.deepEqual(tenant(none(0)), undefined);
+  assert.deepEqual((one(0) as { input: unknown }).input !== undefined, true);
+});
+
+Deno.test("the deno run baseline runs the JS and TS programs and their checks pass", async () => {
+  const server = await startSpawnBaseline("deno-run", { python: "python3" });
+  try {
+    for (const language of ["javascript", "typescript"] as const) {
+      for (const kind of ["trivial", "evaluator"] as const) {
+        const prog = program(language, kind);
+        const result = await runLoad(`${server.url}/run_code`, {
+          concurrency: 1,
+          requests: 1,
+          body: requestBody(prog, "one"),
+          check: prog.check,
+        });
+        assert.deepEqual(result.errorKinds, {}, `${language} ${kind}`);
+        assert.deepEqual(result.ok, 1);
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("the python3 baseline runs the Python programs and their checks pass", async () => {
+  const server = await startSpawnBaseline("python3", { python: await resolvePython("python3") });
+  try {
+    for (const kind of ["trivial", "evaluator"] as const) {
+      const prog = program("python", kind);
+      const result = await runLoad(`${server.url}/run_code`, {
+        concurrency: 2,
+        requests: 2,
+        body: requestBody(prog, "new"),
+        check: prog.check,
+      });
+      assert.deepEqual(result.errorKinds, {}, kind);
+    }
+    // A failing run is an error of the run, not a transport failure.
+    const failing = await runLoad(`${server.url}/run_code`, {
+      concurrency: 1,
+      requests: 1,
+      body: () => ({ language: "python", code: "raise ValueError('x')" }),
+    });
+    assert.deepEqual(failing.errorKinds, { status_error: 1 });
+    assert.match(failing.errorSamples.status_error, /ValueError: x/);
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("the evaluator check rejects a wrong score", () => {
+  const prog = program("javascript", "evaluator");
+  const answer = (score: number) => ({
+    output: { stdout: "scoring turn-0042\n", ret_val: JSON.stringify({ score, reason: "r" }) },
+    metadata: { status: "success" },
+    error: "",
+  });
+  assert.deepEqual(prog.check(answer(Math.round(expectedScore() * 1000) / 1000)), undefined);
+  assert.deepEqual(prog.check(answer(0.01)), "wrong_result");
+});
+
+Deno.test("treeMemory sums a process and its children; descendants finds them", async () => {
+  const before = treeMemory(Deno.pid);
+  assert.ok(before.rssBytes > 0);
+  const child = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    assert.ok(descendants(Deno.pid).includes(child.pid));
+    const during = treeMemory(Deno.pid);
+    assert.ok(during.processes >= before.processes + 1);
+    const sampler = new MemorySampler(Deno.pid, 10);
+    const peak = sampler.stop();
+    assert.ok(peak.samples >= 2 && peak.peakRssBytes > 0);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+  assert.deepEqual(treeMemory(2 ** 22 + 12345), { rssBytes: 0, processes: 0 });
+});
+
+Deno.test("startServer reports a server that exits before it is ready", async () => {
+  let error: unknown;
+  try {
+    await startServer({
+      name: "broken",
+      args: ["eval", "console.error('cannot bind: config missing'); Deno.exit(3)"],
+    });
+  } catch (caught) {
+    error = caught;
+  }
+  assert.ok(error instanceof ServerStartError);
+  assert.match(error.message, /broken exited with code 3/);
+  assert.match(error.message, /cannot bind: config missing/);
+});
+
+Deno.test("stop kills a server's descendants that outlive it", async () => {
+  const dir = await Deno.makeTempDir();
+  const script = `${dir}/leaky.ts`;
+  await Deno.writeTextFile(
+    script,
+    `const orphan = new Deno.Command("setsid", { args: ["sleep", "60"] }).spawn();
+orphan.unref();
+const server = Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.env.get("FAAS_PORT")), onListen() {} },
+  () => new Response("ok"));
+Deno.addSignalListener("SIGTERM", () => server.shutdown());
+await server.finished;
+`,
+  );
+  const server = await startServer({ name: "leaky", args: ["run", "--allow-all", script] });
+  try {
+    const family = descendants(server.pid);
+    assert.deepEqual(family.length, 1);
+    const stopped = await server.stop();
+    assert.deepEqual(stopped.code, 0);
+    assert.deepEqual(stopped.leftovers, 1);
+    assert.deepEqual(startTimeOf(family[0]), undefined, "the orphan is still running");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("renderMarkdown shows figures with their ratios and the notes", () => {
+  const figures = [
+    makeFigure({ scenario: "sequential", metric: "p50", language: "python", program: "trivial" }, {
+      unit: "ms",
+      better: "lower",
+      service: 2,
+      spawn: 40,
+      spawnName: "python3 per request",
+      floor: 0.5,
+    }),
+    makeFigure({
+      scenario: "throughput",
+      metric: "runs_per_s",
+      language: "python",
+      program: "evaluator",
+      concurrency: 16,
+      tenancy: "one",
+    }, { unit: "runs/s", better: "higher", service: 300, spawn: 20, floor: 9000 }),
+    makeFigure({ scenario: "memory", metric: "rss_idle" }, {
+      unit: "MiB",
+      better: "lower",
+      service: null,
+      floor: 40,
+    }),
+  ];
+  assert.deepEqual(figures[0].vsSpawn, 0.05);
+  assert.deepEqual(figures[0].vsFloor, 4);
+  assert.deepEqual(figures[2].vsFloor, null);
+  const markdown = renderMarkdown({
+    startedAt: "",
+    mode: "quick",
+    machine: {},
+    serviceEnv: {},
+    notes: ["main.ts does not exist yet"],
+    figures,
+    runs: [],
+  });
+  assert.match(
+    markdown,
+    /\| Python \| trivial \| 2\.00 \/ – \/ – \| 40\.0 \/ – \/ – \| \*\*20\.0× faster\*\*/,
+  );
+  assert.match(markdown, /\| Python \| 16 \| one \| 300 \|.*\*\*15\.0× more\*\*/);
+  assert.match(markdown, /RSS idle \(process tree\) \| MiB \| – \|/);
+  assert.match(markdown, /- main\.ts does not exist yet/);
+});
