@@ -224,7 +224,7 @@ Deno.test({
       const out = await fallback.run(job(code));
       assert.equal(out.status, "success", out.stderr);
       const dir = JSON.parse(out.retVal) as string;
-      assert.match(dir, /^\/tmp\/faas-python-\d+\/r\d+$/);
+      assert.match(dir, /^\/tmp\/faas-python-\d+-[0-9a-f]+\/r\d+$/);
       await assertNoProcessesLeft(UID_BASE, 256);
       const timedOut = await fallback.run(job(code.replace("os.getcwd()", "while True: pass"), {
         timeoutMs: 300,
@@ -246,3 +246,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a starting fork server removes dead servers' run dirs but never a live one's",
+  ...opts,
+  fn: async () => {
+    const dead = await Deno.makeTempDir({ dir: "/tmp", prefix: "faas-python-1-" });
+    await Deno.writeTextFile(`${dead}/.lock`, "");
+    // A live server in another pid namespace: its pid is invisible here, its lock is held.
+    const live = await Deno.makeTempDir({ dir: "/tmp", prefix: "faas-python-1-" });
+    const lock = await Deno.open(`${live}/.lock`, { create: true, write: true });
+    await lock.lock(true);
+    const other = createPythonRuntime(testSettings({ poolSize: 1 }), { uidBase: UID_BASE + 512 });
+    try {
+      await other.start();
+      await waitForRemoval(dead);
+      assert.ok((await Deno.stat(live)).isDirectory, "a live server's dir was removed");
+    } finally {
+      await other.shutdown();
+      lock.close();
+      await Deno.remove(live, { recursive: true });
+    }
+  },
+});
+
+/** Stale dirs are removed by a background child: wait for it, bounded. */
+async function waitForRemoval(path: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await Deno.stat(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`${path} was not removed`);
+}

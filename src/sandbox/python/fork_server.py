@@ -10,6 +10,7 @@
 
 import ast
 import ctypes
+import fcntl
 import gc
 import io
 import json
@@ -34,6 +35,7 @@ MAX_PROCS = CONFIG["max_processes"]
 MAX_FILES = CONFIG["max_open_files"]
 MAX_INODES = CONFIG.get("max_inodes", 4096)
 USER_FILE = "main.py"
+LOCK_NAME = ".lock"
 LAYERS_OFF = set(CONFIG.get("layers_off", ()))  # for tests of the fallbacks
 
 CLONE_NEWNET = 0x40000000
@@ -1191,17 +1193,25 @@ def shutdown():
 
 
 def remove_stale_dirs():
-    """Removes the run dirs of fork servers that were killed before they could clean up."""
+    """Removes the run dirs of fork servers that were killed before they could clean up. A dir
+    is stale when no process holds its lock: pids alone cannot tell, since a live server in
+    another pid namespace may share this /tmp."""
     root = CONFIG["tmp_root"]
     for name in os.listdir(root):
-        if not name.startswith("faas-python-") or not name[12:].isdigit():
+        path = os.path.join(root, name)
+        if not name.startswith("faas-python-") or path == BASE_DIR:
             continue
         try:
-            os.kill(int(name[12:]), 0)
-        except ProcessLookupError:
-            remove_in_background(os.path.join(root, name))
+            fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CLOEXEC)
         except OSError:
-            pass
+            continue  # no lock yet (a server starting up) or not ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            remove_in_background(path)
+        except OSError:
+            pass  # held: a live server
+        finally:
+            os.close(fd)
     for base in CGROUP_BASES.values():
         parent = os.path.dirname(base)
         for name in os.listdir(parent):
@@ -1224,9 +1234,14 @@ def main():
             pass  # without CAP_SYS_NICE (a container's default) runs still get RUN_NICENESS
     LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
     # Run dirs without mountns, the mount point of the runs' roots with rootfs.
-    BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
+    BASE_DIR = os.path.join(CONFIG["tmp_root"],
+                            "faas-python-%d-%s" % (os.getpid(), os.urandom(4).hex()))
     os.mkdir(BASE_DIR, 0o711)
     os.chmod(BASE_DIR, 0o711)  # runners reach their own dir, cannot list the others
+    # Held for the server's life: tells other servers sharing /tmp that this dir is live.
+    lock_fd = os.open(os.path.join(BASE_DIR, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                      0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
     probe()
     remove_stale_dirs()
     gc.collect()
