@@ -183,6 +183,9 @@ class PythonRuntime implements Runtime {
   async run(job: RunJob): Promise<RunOutcome> {
     const sandbox = await this.#acquireLive(job.tenant);
     try {
+      if (job.onStart?.() === false) {
+        throw new SandboxStartError("the run was answered before a sandbox was free");
+      }
       return await this.#execute(sandbox, job);
     } finally {
       sandbox.finish();
@@ -330,11 +333,13 @@ class PythonRuntime implements Runtime {
     const backstop = Promise.withResolvers<"overdue">();
     const handle = setTimeout(() => backstop.resolve("overdue"), job.timeoutMs + HOST_GRACE_MS);
     let event: Record<string, unknown> | "overdue";
+    const running = server.run(sandbox.spareId, {
+      code: job.code,
+      input,
+      timeoutMs: job.timeoutMs,
+    });
     try {
-      event = await Promise.race([
-        server.run(sandbox.spareId, { code: job.code, input, timeoutMs: job.timeoutMs }),
-        backstop.promise,
-      ]);
+      event = await Promise.race([running, backstop.promise]);
     } catch (error) {
       if (error instanceof ForkServerGone && !error.sent) {
         throw new SandboxStartError(`python sandbox failed to start: ${error.message}`);
@@ -347,16 +352,19 @@ class PythonRuntime implements Runtime {
       clearTimeout(handle);
     }
     if (event === "overdue") {
-      // The server should have ended the run at its timeout: it is dead or hung.
+      // The run overstayed its timeout, whoever ends it. Usually the server's answer is
+      // already on its way (a loaded host runs this timer before reading the pipe): it
+      // keeps what the code wrote. Without one soon, the server is dead or hung.
       killGroup(sandbox.pid);
+      const late = await settleWithin(running, HOST_GRACE_MS);
+      const timedOut = `execution timed out after ${job.timeoutMs} ms`;
+      if (late?.ev === "done") {
+        const outcome = this.#outcome(sandbox, startedAt, late as unknown as DoneEvent);
+        if (outcome.status !== "crashed") return outcome;
+        return { ...outcome, status: "timeout", error: timedOut };
+      }
       void this.#suspect(server);
-      return this.#failure(
-        sandbox,
-        startedAt,
-        "crashed",
-        `the python fork server did not end the run at its ${job.timeoutMs} ms timeout; ` +
-          "the run was killed",
-      );
+      return this.#failure(sandbox, startedAt, "timeout", timedOut);
     }
     if (event.ev === "start_failed") {
       throw new SandboxStartError(`python sandbox failed to start: ${String(event.error)}`);
@@ -389,7 +397,7 @@ class PythonRuntime implements Runtime {
   #failure(
     sandbox: PythonSandbox,
     startedAt: number,
-    status: "crashed",
+    status: "crashed" | "timeout",
     error: string,
   ): RunOutcome {
     return {
@@ -417,6 +425,19 @@ class PythonRuntime implements Runtime {
     });
     this.#suspicions.set(server, check);
     return check;
+  }
+}
+
+/** The value of `promise` if it settles within `ms`, else `undefined` (also on rejection). */
+async function settleWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise.catch(() => undefined), expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
