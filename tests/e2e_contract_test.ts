@@ -151,6 +151,104 @@ Deno.test({
       assertEquals(answer.output.stdout, "scoring 7\n");
     });
 
+    await t.step("evaluator-shaped programs with their own printing return_val", async () => {
+      // The platform wraps user evaluators in programs that define their own return_val:
+      // JavaScript's prints the value as a line, Python's prints it between the markers.
+      const jsEvaluator = [
+        "function return_val(value) { console.log(value == null ? '' : String(value)); }",
+        "class EvalOutput { constructor(score, reason) { this.score = score; this.reason = reason; } }",
+        "const turn = { eval_target: { actual_output: 'hello 🌍' } };",
+        "function exec_evaluation(turn) {",
+        "  console.log('checking', turn.eval_target.actual_output);",
+        "  return new EvalOutput(0.5, 'half 中文');",
+        "}",
+        "(function () {",
+        "  let result = null;",
+        "  try { result = exec_evaluation(turn); } catch (error) {",
+        "    console.error(error.constructor.name + ': ' + error.message);",
+        "    process.exit(1);",
+        "  }",
+        "  return_val(JSON.stringify(result));",
+        "})();",
+      ].join("\n");
+      const js = await run({ language: "js", code: jsEvaluator, timeout: 5000 });
+      assertEquals(js.output.stdout, "checking hello 🌍\n");
+      assertEquals(JSON.parse(js.output.ret_val), { score: 0.5, reason: "half 中文" });
+      const jsFailing = await run({
+        language: "js",
+        code: jsEvaluator.replace("console.log('checking'", "null.x; console.log('checking'"),
+      });
+      assertEquals([jsFailing.metadata.status, jsFailing.metadata.exit_code], ["error", 1]);
+      assertStringIncludes(jsFailing.output.stderr, "TypeError");
+      assertEquals([jsFailing.output.ret_val, jsFailing.error], ["", ""]);
+
+      const pyEvaluator = [
+        "import json",
+        "import sys",
+        "import asyncio",
+        "from dataclasses import dataclass",
+        "def return_val(value):",
+        "    print('__COZE_RETURN_VAL_START__')",
+        "    print('' if value is None else str(value))",
+        "    print('__COZE_RETURN_VAL_END__')",
+        "@dataclass",
+        "class EvalOutput:",
+        "    score: float",
+        "    reason: str",
+        "turn = {'eval_target': {'actual_output': 'hello 🌍'}}",
+        "def exec_evaluation(turn):",
+        "    print('checking', turn['eval_target']['actual_output'])",
+        "    return EvalOutput(score=0.5, reason='half 中文')",
+        "try:",
+        "    result = exec_evaluation(turn)",
+        "except Exception as e:",
+        "    print(f'{type(e).__name__}: {e}', file=sys.stderr)",
+        "    sys.exit(1)",
+        "return_val(json.dumps({'score': result.score, 'reason': result.reason}))",
+      ].join("\n");
+      const py = await run({ language: "python", code: pyEvaluator, timeout: 5000 });
+      assertEquals(py.output.stdout, "checking hello 🌍\n");
+      assertEquals(JSON.parse(py.output.ret_val), { score: 0.5, reason: "half 中文" });
+      const pyFailing = await run({
+        language: "python",
+        code: pyEvaluator.replace(
+          "    print('checking'",
+          "    raise KeyError('x')\n    print('checking'",
+        ),
+      });
+      assertEquals([pyFailing.metadata.status, pyFailing.metadata.exit_code], ["error", 1]);
+      assertEquals(pyFailing.output.stderr, "KeyError: 'x'\n");
+
+      // The syntax check the platform runs through /run_code with a 10 s timeout.
+      const jsCheck = (code: string) =>
+        [
+          "function return_val(value) { console.log(String(value)); }",
+          `const userCode = ${JSON.stringify(code)};`,
+          "try { new Function(userCode); return_val(JSON.stringify({ valid: true, error: null })); }",
+          "catch (error) { return_val(JSON.stringify({ valid: false, error: { message: error.message } })); }",
+        ].join("\n");
+      const valid = await run({ language: "js", code: jsCheck("return 1;"), timeout: 10_000 });
+      assertEquals(JSON.parse(valid.output.ret_val), { valid: true, error: null });
+      const invalid = await run({ language: "js", code: jsCheck("return {;"), timeout: 10_000 });
+      assertEquals(JSON.parse(invalid.output.ret_val).valid, false);
+    });
+
+    await t.step("every run draws its own random numbers", async () => {
+      for (
+        const [language, code] of [
+          ["python", "import random\nrandom.random()"],
+          ["js", "return Math.random();"],
+        ]
+      ) {
+        const values = new Set<string>();
+        for (const tenant of ["r1", "r2", "r1", undefined]) {
+          const ext = tenant ? { space_id: tenant } : undefined;
+          values.add((await run({ language, code, ext })).output.ret_val);
+        }
+        assertEquals(values.size, 4, `${language}: ${[...values].join(", ")}`);
+      }
+    });
+
     await t.step("input is visible in both languages, whatever JSON it is", async () => {
       const values: unknown[] = [{ a: [1, "x"], b: { c: null } }, [1, 2], "str", 3, true, null];
       for (const value of values) {

@@ -185,25 +185,32 @@ export function readStat(
 }
 
 /**
- * Descendants of `root` that used more than a tenth of a core over `windowMs`: a sandbox left
- * spinning after its run was answered.
+ * Descendants of `root` that used more than a tenth of a core in each of two consecutive
+ * windows of `windowMs`: a sandbox left spinning after its run was answered (a runner that
+ * just booted may still be busy for a moment, never for two windows).
  */
 export async function spinningDescendants(root: number, windowMs = 1000): Promise<string[]> {
-  const before = new Map(descendants(root).map((pid) => [pid, readStat(pid)?.ticks ?? 0]));
-  await new Promise((resolve) => setTimeout(resolve, windowMs));
+  const sample = () => new Map(descendants(root).map((pid) => [pid, readStat(pid)?.ticks ?? 0]));
+  const samples = [sample()];
+  for (let i = 0; i < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    samples.push(sample());
+  }
   const ticksPerSecond = 100;
   const limit = (windowMs / 1000) * ticksPerSecond / 10;
   const spinning: string[] = [];
-  for (const [pid, ticks] of before) {
-    const now = readStat(pid)?.ticks;
-    if (now !== undefined && now - ticks > limit) {
+  for (const [pid, first] of samples[0]) {
+    const second = samples[1].get(pid);
+    const third = samples[2].get(pid);
+    if (second === undefined || third === undefined) continue;
+    if (second - first > limit && third - second > limit) {
       let command = "";
       try {
         command = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").slice(0, 3).join(" ");
       } catch {
         // Gone meanwhile.
       }
-      spinning.push(`${pid} used ${now - ticks} ticks in ${windowMs} ms: ${command}`);
+      spinning.push(`${pid} used ${third - first} ticks in ${2 * windowMs} ms: ${command}`);
     }
   }
   return spinning;

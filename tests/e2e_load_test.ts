@@ -4,6 +4,7 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
+import { until } from "./helpers/wait.ts";
 import {
   health,
   runCode,
@@ -128,6 +129,16 @@ Deno.test({
         const answer = await runCode(url, { language: "python", code: probe, ext });
         assertEquals(answer.output.ret_val, clean, `tenant ${tenant}: ${answer.output.stderr}`);
       }
+    });
+
+    await t.step("the spinning probe sees a run that is still looping", async () => {
+      const looping = runCode(url, { language: "python", code: "while True: pass", timeout: 4000 });
+      await until(async () => (await health(url)).body.scheduler.runningTasks === 1, {
+        what: "the loop to run",
+      });
+      const spinning = await spinningDescendants(pid, 500);
+      assert(spinning.length > 0, "a looping run is seen as spinning");
+      assertEquals((await looping).metadata.status, "timeout");
     });
 
     await t.step(

@@ -352,19 +352,28 @@ class PythonRuntime implements Runtime {
       clearTimeout(handle);
     }
     if (event === "overdue") {
-      // The run overstayed its timeout, whoever ends it. Usually the server's answer is
-      // already on its way (a loaded host runs this timer before reading the pipe): it
-      // keeps what the code wrote. Without one soon, the server is dead or hung.
+      // Usually the server's answer is already on its way: a loaded host can run this timer
+      // before it reads the pipe. The run is a timeout then, with what the code wrote.
+      // Without an answer soon after, the server is dead or hung.
       killGroup(sandbox.pid);
       const late = await settleWithin(running, HOST_GRACE_MS);
-      const timedOut = `execution timed out after ${job.timeoutMs} ms`;
       if (late?.ev === "done") {
         const outcome = this.#outcome(sandbox, startedAt, late as unknown as DoneEvent);
         if (outcome.status !== "crashed") return outcome;
-        return { ...outcome, status: "timeout", error: timedOut };
+        return {
+          ...outcome,
+          status: "timeout",
+          error: `execution timed out after ${job.timeoutMs} ms`,
+        };
       }
       void this.#suspect(server);
-      return this.#failure(sandbox, startedAt, "timeout", timedOut);
+      return this.#failure(
+        sandbox,
+        startedAt,
+        "crashed",
+        `the python fork server did not end the run at its ${job.timeoutMs} ms timeout; ` +
+          "the run was killed",
+      );
     }
     if (event.ev === "start_failed") {
       throw new SandboxStartError(`python sandbox failed to start: ${String(event.error)}`);
@@ -397,7 +406,7 @@ class PythonRuntime implements Runtime {
   #failure(
     sandbox: PythonSandbox,
     startedAt: number,
-    status: "crashed" | "timeout",
+    status: "crashed",
     error: string,
   ): RunOutcome {
     return {
