@@ -43,7 +43,7 @@ export class SchedulerRejection extends Error {
 export interface ScheduledResult {
   /** What the runtime reported, or what the scheduler decided when the runtime failed. */
   outcome: RunOutcome;
-  /** Time spent queued before the (first) attempt started, in whole ms. */
+  /** Time before the code started (waiting for a slot, then for a sandbox), in whole ms. */
   queueTimeMs: number;
   /** Attempts made: 2 when the first sandbox failed before user code started. */
   attempts: number;
