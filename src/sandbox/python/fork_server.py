@@ -1241,7 +1241,10 @@ def main():
     global BASE_DIR
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if IS_ROOT:
-        os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICENESS)  # it must be able to stop runs
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICENESS)  # it must be able to stop runs
+        except PermissionError:
+            pass  # without CAP_SYS_NICE (a container's default) runs still get RUN_NICENESS
     LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans outside a pid namespace come here
     # Run dirs without mountns, the mount point of the runs' roots with rootfs.
     BASE_DIR = os.path.join(CONFIG["tmp_root"], "faas-python-%d" % os.getpid())
