@@ -19,7 +19,9 @@ Deno.test({
       FAAS_MEMORY_LIMIT_MB: String(MEMORY_MB),
     });
     const { url } = service;
-    const run = (request: Record<string, unknown>) => runCode(url, request);
+    // One tenant by default: its runs reuse warm sandboxes, which keeps the suite fast.
+    const run = (request: Record<string, unknown>) =>
+      runCode(url, { ext: { space_id: "contract" }, ...request });
 
     await t.step("the seed examples answer the documented 200 in every language", async () => {
       const js = await run({
