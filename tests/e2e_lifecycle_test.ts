@@ -85,6 +85,8 @@ Deno.test({
         assert(refused.headers.get("retry-after"), "Retry-After while draining");
         assertStringIncludes(String(refused.body.error), "shutting down");
 
+        // Whatever the service starts while draining (a replacement runner) must go too.
+        for (const child of descendants(pid)) if (!sandboxes.includes(child)) sandboxes.push(child);
         const [js, py] = await Promise.all(inFlight);
         assertEquals(js.status, 200);
         assertEquals(js.body.output, { stdout: "js done\n", stderr: "", ret_val: "1" });
