@@ -184,6 +184,8 @@ class PythonRuntime implements Runtime {
     const sandbox = await this.#acquireLive(job.tenant);
     try {
       if (job.onStart?.() === false) {
+        // Claimed but never given a job: the server retires it (it would wait forever).
+        sandbox.server.retire(sandbox.spareId);
         throw new SandboxStartError("the run was answered before a sandbox was free");
       }
       return await this.#execute(sandbox, job);
