@@ -40,6 +40,13 @@ export interface RunJob {
    * the sandbox that runs it must never serve another run.
    */
   tenant?: string;
+  /**
+   * Called by the runtime once it holds a sandbox and is about to hand it the code (again
+   * for each sandbox it tries). The wait until then is queue time, and the run's deadline
+   * counts from then. Returns false when the run was already answered without it: the
+   * runtime then gives the sandbox back and does not run the code.
+   */
+  onStart?: () => boolean;
 }
 
 /** The result of a run that was started, whatever the code did. */

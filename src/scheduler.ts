@@ -43,7 +43,7 @@ export class SchedulerRejection extends Error {
 export interface ScheduledResult {
   /** What the runtime reported, or what the scheduler decided when the runtime failed. */
   outcome: RunOutcome;
-  /** Time spent queued before the (first) attempt started, in whole ms. */
+  /** Time before the code started (waiting for a slot, then for a sandbox), in whole ms. */
   queueTimeMs: number;
   /** Attempts made: 2 when the first sandbox failed before user code started. */
   attempts: number;
@@ -89,6 +89,11 @@ export interface SchedulerOptions {
   runtimeFor: (language: Language) => Runtime | undefined;
   /** Time past a run's timeout after which it is answered even if the runtime has not. */
   graceMs?: number;
+  /**
+   * Time a run may wait for a sandbox once it has a slot (booting one under load takes a
+   * while) before it is answered without running; default 20 000 ms.
+   */
+  startBudgetMs?: number;
   /** Told about retries, overdue runs and runtime failures. */
   onEvent?: (event: SchedulerEvent) => void;
 }
@@ -145,6 +150,7 @@ class TenantRing {
 }
 
 const DEFAULT_GRACE_MS = 2_000;
+const DEFAULT_START_BUDGET_MS = 20_000;
 
 /** Admits, queues and runs jobs; see the module doc. */
 export class Scheduler {
@@ -302,14 +308,17 @@ export class Scheduler {
 
   async #execute(entry: Entry): Promise<ScheduledResult> {
     const { job } = entry;
-    const queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
+    let queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
+    const started = () => {
+      queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
+    };
     let attempts = 0;
     let outcome: RunOutcome | undefined;
     while (outcome === undefined) {
       attempts++;
       const startedAt = performance.now();
       try {
-        outcome = await this.#attempt(job);
+        outcome = await this.#attempt(job, started);
       } catch (error) {
         const durationMs = Math.round(performance.now() - startedAt);
         if (error instanceof SandboxStartError && attempts < 2) {
@@ -327,23 +336,56 @@ export class Scheduler {
     return { outcome, queueTimeMs, attempts };
   }
 
-  /** One attempt, answered as a timeout if the runtime overstays the grace period. */
-  #attempt(job: ScheduledJob): Promise<RunOutcome> {
+  /**
+   * One attempt. Waiting for a sandbox is queue time: the deadline (timeout plus grace)
+   * counts from the runtime's `onStart`, and before it the wait is bounded by the start
+   * budget. A run answered here is never started afterwards: `onStart` then says no.
+   */
+  #attempt(job: ScheduledJob, started: () => void): Promise<RunOutcome> {
     const runtime = this.#options.runtimeFor(job.language);
     if (!runtime) {
       return Promise.reject(new Error(`no runtime serves ${job.language}`));
     }
     const graceMs = this.#options.graceMs ?? DEFAULT_GRACE_MS;
+    const startBudgetMs = this.#options.startBudgetMs ?? DEFAULT_START_BUDGET_MS;
     const deadlineMs = job.timeoutMs + graceMs;
     const { promise, resolve } = Promise.withResolvers<RunOutcome>();
-    const timer = setTimeout(() => {
-      this.#event("overdue", job, `runtime did not answer within ${deadlineMs} ms`);
-      resolve(
-        failedOutcome("timeout", `execution timed out after ${job.timeoutMs} ms`, deadlineMs),
+    let answered = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number, overdue: () => RunOutcome) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        answered = true;
+        resolve(overdue());
+      }, ms);
+    };
+    arm(deadlineMs + startBudgetMs, () => {
+      const waited = deadlineMs + startBudgetMs;
+      this.#event("overdue", job, `no sandbox started the run within ${waited} ms`);
+      return failedOutcome(
+        "timeout",
+        `no sandbox became free within ${waited} ms; the code did not run`,
+        0,
       );
-    }, deadlineMs);
-    const run = Promise.resolve().then(() => runtime.run(job));
-    return Promise.race([run, promise]).finally(() => clearTimeout(timer));
+    });
+    const onStart = () => {
+      if (answered) return false;
+      started();
+      arm(deadlineMs, () => {
+        this.#event("overdue", job, `runtime did not answer within ${deadlineMs} ms`);
+        return failedOutcome(
+          "timeout",
+          `execution timed out after ${job.timeoutMs} ms`,
+          deadlineMs,
+        );
+      });
+      return true;
+    };
+    const run = Promise.resolve().then(() => runtime.run({ ...job, onStart }));
+    return Promise.race([run, promise]).finally(() => {
+      answered = true;
+      clearTimeout(timer);
+    });
   }
 
   #record(outcome: RunOutcome): void {

@@ -251,3 +251,53 @@ Deno.test("a burst of 10,000 runs of one tenant does not starve another tenant's
   await Promise.all([blocker, ...burst]);
   assertEquals(scheduler.stats().completedTasks, 10_002);
 });
+
+/** A runtime whose runs wait for `sandboxReady` before they get a sandbox and start. */
+function slowSandboxRuntime(sandboxReady: Promise<void>) {
+  const runtime = new EchoRuntime(["javascript"]);
+  const echo = runtime.run.bind(runtime);
+  let ran = 0;
+  runtime.run = async (job) => {
+    await sandboxReady;
+    if (job.onStart?.() === false) throw new SandboxStartError("answered before a sandbox");
+    ran++;
+    return echo({ ...job, onStart: undefined });
+  };
+  return { runtime, ran: () => ran };
+}
+
+Deno.test("waiting for a sandbox is queue time: the deadline counts from the start", async () => {
+  const ready = Promise.withResolvers<void>();
+  const { runtime, ran } = slowSandboxRuntime(ready.promise);
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 10,
+    runtimeFor: () => runtime,
+    graceMs: 20,
+  });
+  const answer = scheduler.submit(job("t1", "print ok", { timeoutMs: 10 }));
+  // Far past timeout + grace, the run still waits for its sandbox instead of failing.
+  setTimeout(() => ready.resolve(), 200);
+  const result = await answer;
+  assertEquals([result.outcome.status, result.outcome.stdout], ["success", "ok\n"]);
+  assert(result.queueTimeMs >= 150, `queue time ${result.queueTimeMs} counts the wait`);
+  assertEquals(ran(), 1);
+});
+
+Deno.test("a run answered before a sandbox was free is never run afterwards", async () => {
+  const ready = Promise.withResolvers<void>();
+  const { runtime, ran } = slowSandboxRuntime(ready.promise);
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 10,
+    runtimeFor: () => runtime,
+    graceMs: 20,
+    startBudgetMs: 30,
+  });
+  const result = await scheduler.submit(job("t1", "print late", { timeoutMs: 10 }));
+  assertEquals(result.outcome.status, "timeout");
+  assertStringIncludes(result.outcome.error ?? "", "did not run");
+  ready.resolve();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assertEquals(ran(), 0);
+});

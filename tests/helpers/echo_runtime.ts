@@ -110,6 +110,7 @@ export class EchoRuntime implements Runtime {
       throw new SandboxStartError(`echo sandbox ${attempt} failed to boot`);
     }
     if (this.state === "stopped") throw new SandboxStartError("the runtime is shut down");
+    if (job.onStart?.() === false) throw new SandboxStartError("the run was already answered");
     this.started.push({ job, attempt });
     for (const listener of [...this.#startListeners]) listener();
     this.#active++;

@@ -7,14 +7,15 @@
  * @module
  */
 
-import type {
-  Language,
-  PoolStats,
-  RunJob,
-  RunOutcome,
-  Runtime,
-  RuntimeInfo,
-  ValidationResult,
+import {
+  type Language,
+  type PoolStats,
+  type RunJob,
+  type RunOutcome,
+  type Runtime,
+  type RuntimeInfo,
+  SandboxStartError,
+  type ValidationResult,
 } from "../../src/runtime.ts";
 
 /** See the module doc. */
@@ -42,6 +43,7 @@ export class SpawnRuntime implements Runtime {
   }
 
   async run(job: RunJob): Promise<RunOutcome> {
+    if (job.onStart?.() === false) throw new SandboxStartError("the run was already answered");
     const startedAt = performance.now();
     const seconds = /^spawn (\S+)$/.exec(job.code.trim())?.[1];
     const outcome = (status: RunOutcome["status"], error?: string): RunOutcome => ({

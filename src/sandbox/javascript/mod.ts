@@ -163,6 +163,10 @@ class JavaScriptRuntime implements Runtime {
         if (!(error instanceof SandboxStartError) || ++bootFailures >= BOOT_ATTEMPTS) throw error;
         continue;
       }
+      if (job.onStart?.() === false) {
+        pool.release(runner, true);
+        throw new SandboxStartError("the run was answered before a runner was free");
+      }
       try {
         result = await runner.run(runnerJob);
         break;

@@ -80,13 +80,18 @@ export const RUNNER_READABLE = [
 /** Absolute path of the runner entry module. */
 export const RUNNER_ENTRY = new URL("./runner.ts", import.meta.url);
 
+/** Niceness of runner processes: below the service, like the Python runs. */
+const RUNNER_NICENESS = 10;
+
 /**
  * Builds the runner's command line: wrappers first, then `deno run` with no permission but
  * access to its own socket, no prompts, no remote or npm modules, and a heap cap.
  */
 export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
   const { socketPath, memoryLimitMb, dataLimitBytes, uid, layers } = options;
-  const argv: string[] = [];
+  // User code yields the CPU to the service (and to the Python fork server) that must answer
+  // and stop it: busy runners can then never delay a timeout or an answer.
+  const argv: string[] = ["nice", "-n", String(RUNNER_NICENESS), "--"];
   if (layers.rlimit) {
     argv.push(
       "prlimit",

@@ -183,6 +183,11 @@ class PythonRuntime implements Runtime {
   async run(job: RunJob): Promise<RunOutcome> {
     const sandbox = await this.#acquireLive(job.tenant);
     try {
+      if (job.onStart?.() === false) {
+        // Claimed but never given a job: the server retires it (it would wait forever).
+        sandbox.server.retire(sandbox.spareId);
+        throw new SandboxStartError("the run was answered before a sandbox was free");
+      }
       return await this.#execute(sandbox, job);
     } finally {
       sandbox.finish();
@@ -330,11 +335,13 @@ class PythonRuntime implements Runtime {
     const backstop = Promise.withResolvers<"overdue">();
     const handle = setTimeout(() => backstop.resolve("overdue"), job.timeoutMs + HOST_GRACE_MS);
     let event: Record<string, unknown> | "overdue";
+    const running = server.run(sandbox.spareId, {
+      code: job.code,
+      input,
+      timeoutMs: job.timeoutMs,
+    });
     try {
-      event = await Promise.race([
-        server.run(sandbox.spareId, { code: job.code, input, timeoutMs: job.timeoutMs }),
-        backstop.promise,
-      ]);
+      event = await Promise.race([running, backstop.promise]);
     } catch (error) {
       if (error instanceof ForkServerGone && !error.sent) {
         throw new SandboxStartError(`python sandbox failed to start: ${error.message}`);
@@ -347,8 +354,20 @@ class PythonRuntime implements Runtime {
       clearTimeout(handle);
     }
     if (event === "overdue") {
-      // The server should have ended the run at its timeout: it is dead or hung.
+      // Usually the server's answer is already on its way: a loaded host can run this timer
+      // before it reads the pipe. The run is a timeout then, with what the code wrote.
+      // Without an answer soon after, the server is dead or hung.
       killGroup(sandbox.pid);
+      const late = await settleWithin(running, HOST_GRACE_MS);
+      if (late?.ev === "done") {
+        const outcome = this.#outcome(sandbox, startedAt, late as unknown as DoneEvent);
+        if (outcome.status !== "crashed") return outcome;
+        return {
+          ...outcome,
+          status: "timeout",
+          error: `execution timed out after ${job.timeoutMs} ms`,
+        };
+      }
       void this.#suspect(server);
       return this.#failure(
         sandbox,
@@ -417,6 +436,19 @@ class PythonRuntime implements Runtime {
     });
     this.#suspicions.set(server, check);
     return check;
+  }
+}
+
+/** The value of `promise` if it settles within `ms`, else `undefined` (also on rejection). */
+async function settleWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise.catch(() => undefined), expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
