@@ -141,8 +141,14 @@ function startInstance(name: string, env: Record<string, string>): Instance {
       "sh",
       "-c",
       // A private /tmp, as in a container: whatever the instance leaves there, even when it is
-      // SIGKILLed, goes away with its mount namespace. exec keeps the service pid 1.
-      'mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp && exec "$@"',
+      // SIGKILLed, goes away with its mount namespace. A checkout under /tmp is carried over
+      // into it. exec keeps the service pid 1.
+      [
+        'case "$PWD" in /tmp/*) mount --bind "$PWD" /mnt || exit 1 ;; esac',
+        "mount -t tmpfs -o size=512m,mode=1777 tmpfs /tmp || exit 1",
+        'case "$PWD" in /tmp/*) mkdir -p "$PWD" && mount --move /mnt "$PWD" && cd "$PWD" || exit 1 ;; esac',
+        'exec "$@"',
+      ].join("\n"),
       "sh",
       Deno.execPath(),
       "run",
