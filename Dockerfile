@@ -99,6 +99,7 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_REQUIRE_ISOLATION=     isolation layers that must be active or the service refuses to
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
 #   FAAS_DEBUG=false            verbose logs, including code and output
+#   FAAS_RUNNER_MODE=auto       how JS runners start: self (re-run this entry), deno (deno run), auto
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

@@ -18,6 +18,7 @@ import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/Horizo
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { healthUrl, probe } from "../deploy/healthcheck.ts";
+import { CONFIG_VARIABLES } from "../src/config.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DEPLOY = `${ROOT}deploy/`;
@@ -36,24 +37,7 @@ const NO_RUNTIME = "no runtime is built into this service";
 /** The container's capability set, as every artefact must state it. */
 const CAPS = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE"];
 /** Every setting the service reads; each must be documented in the image. */
-const FAAS_SETTINGS = [
-  "FAAS_PORT",
-  "FAAS_HOST",
-  "FAAS_POOL_SIZE",
-  "FAAS_MAX_INSTANCES",
-  "FAAS_TIMEOUT",
-  "FAAS_MAX_TIMEOUT",
-  "FAAS_MEMORY_LIMIT_MB",
-  "FAAS_MAX_OUTPUT_BYTES",
-  "FAAS_MAX_CODE_BYTES",
-  "FAAS_QUEUE_LIMIT",
-  "FAAS_DRAIN_TIMEOUT",
-  "FAAS_API_KEY",
-  "FAAS_LANGUAGES",
-  "FAAS_PYTHON",
-  "FAAS_REQUIRE_ISOLATION",
-  "FAAS_DEBUG",
-];
+const FAAS_SETTINGS = CONFIG_VARIABLES;
 
 // ---------------------------------------------------------------------------------------------
 // Dockerfile model: instructions with continuation lines joined, grouped by stage.
