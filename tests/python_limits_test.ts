@@ -142,8 +142,32 @@ Deno.test({
     assert.ok(healthy);
     const [after] = await forkServerPids();
     assert.ok(after && after !== before);
+    await waitUntil(
+      async () => (await cgroupsOfServer(before)).length === 0,
+      "old cgroups removed",
+    );
   },
 });
+
+/** The memory/pids cgroup dirs a fork server with this pid created (cgroup v1 hosts only). */
+async function cgroupsOfServer(pid: number): Promise<string[]> {
+  const found: string[] = [];
+  for (const line of (await Deno.readTextFile("/proc/self/cgroup")).split("\n")) {
+    const [, controllers = "", path = ""] = line.split(":");
+    for (const controller of controllers.split(",")) {
+      if (controller !== "memory" && controller !== "pids") continue;
+      const parent = `/sys/fs/cgroup/${controller}${path.replace(/\/$/, "")}`;
+      try {
+        for await (const entry of Deno.readDir(parent)) {
+          if (entry.name.startsWith(`faas-python-${pid}-`)) found.push(`${parent}/${entry.name}`);
+        }
+      } catch {
+        // no such hierarchy here
+      }
+    }
+  }
+  return found;
+}
 
 Deno.test({
   name: "a hung fork server: the run answers crashed right after its timeout, server replaced",
@@ -271,15 +295,23 @@ Deno.test({
 });
 
 /** Stale dirs are removed by a background child: wait for it, bounded. */
-async function waitForRemoval(path: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
+function waitForRemoval(path: string): Promise<void> {
+  return waitUntil(async () => {
     try {
       await Deno.stat(path);
+      return false;
     } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return;
+      if (error instanceof Deno.errors.NotFound) return true;
       throw error;
     }
+  }, `${path} removed`);
+}
+
+/** Polls a condition that no event announces (cleanup done by another process), bounded. */
+async function waitUntil(condition: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await condition()) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  assert.fail(`${path} was not removed`);
+  assert.fail(`timed out waiting until ${what}`);
 }

@@ -357,7 +357,8 @@ def cgroup_setup():
         root = "/sys/fs/cgroup/" + controller
         if controller not in own or not os.path.isfile(root + "/cgroup.procs"):
             return False
-        base = root + own[controller].rstrip("/") + "/faas-python-%d" % os.getpid()
+        # Named like this server's run dir: unique even across pid namespaces sharing a cgroup.
+        base = root + own[controller].rstrip("/") + "/" + os.path.basename(BASE_DIR)
         if not os.path.isdir(base):
             os.mkdir(base)
         CGROUP_BASES[controller] = base
@@ -1221,16 +1222,6 @@ def remove_stale_dirs():
             pass  # held: a live server
         finally:
             os.close(fd)
-    for base in CGROUP_BASES.values():
-        parent = os.path.dirname(base)
-        for name in os.listdir(parent):
-            if name.startswith("faas-python-") and name[12:].isdigit():
-                try:
-                    os.kill(int(name[12:]), 0)
-                except ProcessLookupError:
-                    remove_cgroups(os.path.join(parent, name))
-                except OSError:
-                    pass
 
 
 # Modules the platform's evaluator programs import on every run. Loaded once here, each run
@@ -1270,7 +1261,10 @@ def main():
     preload()
     gc.collect()
     gc.freeze()
+    # The host removes the cgroups once this server is gone, however it ends: a neighbour cannot
+    # tell a dead server's empty cgroups from a live one's idle slots.
     send({"ev": "ready", "version": sys.version.split()[0], "isolation": LAYERS,
+          "cgroups": list(CGROUP_BASES.values()),
           "executable": sys.executable})
     try:
         serve()

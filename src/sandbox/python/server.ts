@@ -13,6 +13,8 @@ export interface ReadyEvent {
   version: string;
   /** Isolation layers that work on this host. */
   isolation: Record<string, boolean>;
+  /** The server's cgroup dirs (one per controller), removed once it is gone. */
+  cgroups?: string[];
 }
 
 /** The fork server's answer to a run. */
@@ -75,6 +77,7 @@ export class ForkServer {
   #debug: boolean;
   /** The end of what the server wrote to stderr, to say why it died. */
   #stderrTail = "";
+  #cgroups: string[] = [];
 
   private constructor(child: Deno.ChildProcess, debug: boolean) {
     this.#child = child;
@@ -93,7 +96,7 @@ export class ForkServer {
         this.kill("the python fork server's output could not be read");
         this.#onDeath();
       },
-    );
+    ).then(() => removeCgroups(this.#cgroups));
   }
 
   /** Spawns a server and waits for its ready event (rejects if it dies or stalls first). */
@@ -243,7 +246,9 @@ export class ForkServer {
     const kind = String(event.ev);
     const id = Number(event.id);
     if (kind === "ready") {
-      this.#ready.resolve(event as unknown as ReadyEvent);
+      const ready = event as unknown as ReadyEvent;
+      this.#cgroups = (ready.cgroups ?? []).filter((path) => path.startsWith("/sys/fs/cgroup/"));
+      this.#ready.resolve(ready);
       return;
     }
     const key = kind === "spare" || kind === "spare_failed"
@@ -279,5 +284,24 @@ export class ForkServer {
     this.#waiters.clear();
     for (const end of this.#spareEnds.values()) end();
     this.#spareEnds.clear();
+  }
+}
+
+/**
+ * Removes a dead server's cgroups: its slot groups, then its own. A group that still holds a
+ * process refuses (EBUSY) and is left; nothing else is touched.
+ */
+async function removeCgroups(bases: string[]): Promise<void> {
+  for (const base of bases) {
+    try {
+      for await (const entry of Deno.readDir(base)) {
+        if (entry.isDirectory && /^s\d+$/.test(entry.name)) {
+          await Deno.remove(`${base}/${entry.name}`).catch(() => {});
+        }
+      }
+      await Deno.remove(base);
+    } catch {
+      // already gone, or still busy
+    }
   }
 }
