@@ -16,7 +16,7 @@ export interface TreeMemory {
   processes: number;
 }
 
-/** Parent id of every live process, read from `/proc/<pid>/stat`. */
+/** Parent id of every live (non-zombie) process, read from `/proc/<pid>/stat`. */
 function parentIds(): Map<number, number> {
   const parents = new Map<number, number>();
   for (const entry of Deno.readDirSync("/proc")) {
@@ -29,6 +29,7 @@ function parentIds(): Map<number, number> {
     }
     // The command name may hold spaces or parentheses: fields start after the last ")".
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields[0] === "Z") continue; // a zombie is no longer a live process
     parents.set(Number(entry.name), Number(fields[1]));
   }
   return parents;

@@ -19,6 +19,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBu
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { healthUrl, probe } from "../deploy/healthcheck.ts";
 import { CONFIG_VARIABLES } from "../src/config.ts";
+import { exists, hasCapability, watchStdout } from "./helpers/host.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DEPLOY = `${ROOT}deploy/`;
@@ -47,21 +48,6 @@ interface Instruction {
   args: string;
   line: number;
   stage: string;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function hasCapability(bit: number): boolean {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  const eff = /CapEff:\s+([0-9a-f]+)/.exec(status)?.[1] ?? "0";
-  return ((BigInt(`0x${eff}`) >> BigInt(bit)) & 1n) === 1n;
 }
 
 function parseDockerfile(text: string): Instruction[] {
@@ -394,38 +380,6 @@ Deno.test("health probe targets loopback for wildcard hosts and honours FAAS_POR
   assert.deepEqual(healthUrl({ host: "10.1.2.3" }), "http://10.1.2.3:8000/health");
   assert.deepEqual(healthUrl({ host: "fd00::1" }), "http://[fd00::1]:8000/health");
 });
-
-/**
- * Reads a service's stdout to the end; `url` resolves from its JSON "listening" log line
- * (the service logs the address it actually bound, so FAAS_PORT=0 works).
- */
-function watchStdout(
-  stream: ReadableStream<Uint8Array>,
-): { url: Promise<string>; text: Promise<string> } {
-  const { promise: url, resolve, reject } = Promise.withResolvers<string>();
-  const text = (async () => {
-    let all = "";
-    let pending = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      all += chunk;
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      for (const line of lines) {
-        try {
-          const record = JSON.parse(line);
-          if (record.msg === "listening" && typeof record.url === "string") resolve(record.url);
-        } catch {
-          // not a log record
-        }
-      }
-    }
-    reject(new Error(`the service exited without a "listening" log line:\n${all.slice(-2000)}`));
-    return all;
-  })();
-  url.catch(() => {}); // observed by whoever awaits it
-  return { url, text };
-}
 
 /** Host pid of the process `unshare --fork` started (pid 1 of its namespace). */
 async function forkedChild(pid: number): Promise<number> {

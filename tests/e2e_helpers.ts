@@ -8,6 +8,9 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { type ServiceProcess, spawnService } from "./helpers/service_process.ts";
 import { until } from "./helpers/wait.ts";
+import { descendants } from "../bench/proc_tree.ts";
+
+export { descendants };
 
 /** A running real service and its base URL. */
 export interface RealService extends AsyncDisposable {
@@ -142,28 +145,6 @@ export function untilRecovered(url: string): Promise<void> {
         stats.idleInstances >= 1 && stats.totalInstances === stats.idleInstances
       );
   }, { timeoutMs: 20_000, what: "a healthy service with warm sandboxes" });
-}
-
-/** Pids of every live descendant of `root` (children, grandchildren, ...). */
-export function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    const stat = readStat(Number(entry.name));
-    if (!stat || stat.state === "Z") continue;
-    const list = children.get(stat.ppid) ?? [];
-    list.push(Number(entry.name));
-    children.set(stat.ppid, list);
-  }
-  const found: number[] = [];
-  const stack = [root];
-  while (stack.length) {
-    for (const child of children.get(stack.pop()!) ?? []) {
-      found.push(child);
-      stack.push(child);
-    }
-  }
-  return found;
 }
 
 /** State, parent and CPU ticks used (user + system) of a process, or undefined when gone. */

@@ -11,6 +11,7 @@
  */
 
 import assert from "node:assert/strict";
+import { exists, hasCapability, watchStdout } from "./helpers/host.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const NGINX = ["/usr/sbin/nginx", "/usr/bin/nginx"].find(exists);
@@ -35,21 +36,6 @@ const DEADLINE_MS = 150_000;
 const CLIENT_ATTEMPTS = 4;
 const CLIENT_RETRY_DELAY_MS = 1000;
 const CLIENT_ATTEMPT_TIMEOUT_MS = 30_000;
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function hasCapability(bit: number): boolean {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  const eff = /CapEff:\s+([0-9a-f]+)/.exec(status)?.[1] ?? "0";
-  return ((BigInt(`0x${eff}`) >> BigInt(bit)) & 1n) === 1n;
-}
 
 function skipReason(): string | undefined {
   if (!NGINX) return "nginx is not installed (Debian package nginx)";
@@ -85,38 +71,6 @@ function delay(ms: number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 // Instances.
-
-/**
- * Reads a service's stdout to the end; `url` resolves from its JSON "listening" log line
- * (the service logs the address it actually bound, so FAAS_PORT=0 works).
- */
-function watchStdout(
-  stream: ReadableStream<Uint8Array>,
-): { url: Promise<string>; text: Promise<string> } {
-  const { promise: url, resolve, reject } = Promise.withResolvers<string>();
-  const text = (async () => {
-    let all = "";
-    let pending = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      all += chunk;
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop()!;
-      for (const line of lines) {
-        try {
-          const record = JSON.parse(line);
-          if (record.msg === "listening" && typeof record.url === "string") resolve(record.url);
-        } catch {
-          // not a log record
-        }
-      }
-    }
-    reject(new Error(`the service exited without a "listening" log line:\n${all.slice(-2000)}`));
-    return all;
-  })();
-  url.catch(() => {}); // observed by whoever awaits it
-  return { url, text };
-}
 
 interface Instance {
   name: string;
