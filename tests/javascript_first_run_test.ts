@@ -108,13 +108,21 @@ Deno.test(
   "first run: globals a first run adds are gone in the next run of the runner",
   opts,
   async () => {
-    const [first, second] = await twice(
-      "const seen = [typeof leak, typeof sloppy];\nglobalThis.leak = 1; sloppy = 2;\n" +
-        "setTimeout(() => console.log('late'), 1); return seen;",
-      "added",
+    const tenant = { tenant: "added" };
+    const first = await run(
+      runtime,
+      "globalThis.leak = 1; sloppy = 2;\nsetTimeout(() => console.log('late'), 20); return 1;",
+      tenant,
     );
-    assertEquals(first.retVal, '["undefined","undefined"]');
-    assertEquals(second.retVal, first.retVal);
+    // The first run's timer would fire while this run waits, were it not cancelled.
+    const second = await run(
+      runtime,
+      "await new Promise((r) => setTimeout(r, 100));\nreturn [typeof leak, typeof sloppy];",
+      tenant,
+    );
+    assertEquals(second.instanceId, first.instanceId);
+    assertEquals(first.stdout, "");
+    assertEquals(second.retVal, '["undefined","undefined"]');
     assertEquals(second.stdout, "");
   },
 );
