@@ -48,12 +48,15 @@ Deno.test("attacks: runtime starts with every isolation layer this host offers",
 });
 
 Deno.test("attacks: the escape prelude really reaches the worker realm", opts, async () => {
-  // Without this, the escaped variants below would prove nothing.
-  const outcome = await run(
-    runtime,
-    ESCAPE + "const fs = await imp('node:fs'); return [W !== globalThis, typeof fs.readFileSync]",
-  );
-  assertEquals(outcome.retVal, '[true,"function"]');
+  // Without this, the escaped variants below would prove nothing. A runner's first run runs
+  // in the worker realm itself (W is its global); later runs of the tenant in vm contexts.
+  const code = ESCAPE +
+    "const fs = await imp('node:fs'); return [W === globalThis, typeof fs.readFileSync]";
+  const first = await run(runtime, code, { tenant: "escape" });
+  assertEquals(first.retVal, '[true,"function"]');
+  const second = await run(runtime, code, { tenant: "escape" });
+  assertEquals(second.instanceId, first.instanceId);
+  assertEquals(second.retVal, '[false,"function"]');
 });
 
 Deno.test("attacks: reading a host file is denied", opts, async () => {
@@ -217,9 +220,12 @@ Deno.test("attacks: code cannot write to the service's stdout or stderr", opts, 
 const runtime = createJavaScriptRuntime({ poolSize: 1, maxInstances: 2, memoryLimitMb: 128,
   maxOutputBytes: 65536, pythonPath: "python3", requireIsolation: [], debug: false });
 await runtime.start();
+// Once as a runner's first run (in the worker realm), once in a vm context of a later run.
+const first = await runtime.run({ taskId: "t", language: "javascript", timeoutMs: 5000,
+  tenant: "stdio", code: ${JSON.stringify(attack)} });
 const outcome = await runtime.run({ taskId: "t", language: "javascript", timeoutMs: 5000,
-  code: ${JSON.stringify(attack)} });
-console.log("RESULT " + JSON.stringify(outcome));
+  tenant: "stdio", code: ${JSON.stringify(attack)} });
+console.log("RESULT " + JSON.stringify([first, outcome]));
 await runtime.shutdown();
 `,
   );
@@ -238,10 +244,15 @@ await runtime.shutdown();
     const stdout = new TextDecoder().decode(output.stdout);
     const stderr = new TextDecoder().decode(output.stderr);
     assert(output.success, stderr);
-    assert(!stdout.includes("FORGED") && !stderr.includes("FORGED"), stdout + stderr);
     const lines = stdout.trim().split("\n");
-    assertEquals(lines.length, 1);
-    const outcome = JSON.parse(lines[0].slice("RESULT ".length)) as RunOutcome;
+    assertEquals(lines.length, 1, stdout);
+    // The run's own console may carry FORGED-1/2 into its own result; nothing else may.
+    assert(lines[0].startsWith("RESULT ") && !stderr.includes("FORGED"), stdout + stderr);
+    const [first, outcome] = JSON.parse(lines[0].slice("RESULT ".length)) as RunOutcome[];
+    // In the worker realm, W.console is the run's own console: its output is the run's.
+    assertEquals(first.status, "success", first.stderr);
+    assertEquals([first.stdout, first.stderr], ["FORGED-1\n", "FORGED-2\n"]);
+    assertEquals(outcome.instanceId, first.instanceId);
     assertEquals(outcome.status, "success", outcome.stderr);
     assertEquals(outcome.retVal, '"undefined"');
     assert(!outcome.stdout.includes("FORGED"), "worker-realm writes never reach the run's output");
@@ -317,9 +328,35 @@ Deno.test(
       "return [({}).polluted, [1].includes(2), typeof leak];",
       { tenant: "pollution" },
     );
-    assertEquals(victim.instanceId, polluter.instanceId);
+    // The polluter ran in its runner's own realm: that runner refuses the next run and is
+    // retired; the victim runs on a fresh runner.
+    assert(victim.instanceId !== polluter.instanceId, "the polluted runner was retired");
+    assertEquals(victim.status, "success", victim.stderr);
     assertEquals(victim.retVal, '[null,false,"undefined"]');
     await assertStillServes();
+  },
+);
+
+Deno.test(
+  "attacks: prototype pollution in a vm context run does not reach the next run",
+  opts,
+  async () => {
+    const tenant = { tenant: "pollution-vm" };
+    const opener = await run(runtime, "return 0", tenant);
+    const polluter = await run(
+      runtime,
+      "Object.prototype.polluted = 'yes'; Array.prototype.includes = () => true;\n" +
+        "JSON.stringify = () => '\"hijacked\"'; globalThis.leak = 1; return 1;",
+      tenant,
+    );
+    const victim = await run(
+      runtime,
+      "return [({}).polluted, [1].includes(2), typeof leak];",
+      tenant,
+    );
+    assertEquals(polluter.instanceId, opener.instanceId);
+    assertEquals(victim.instanceId, polluter.instanceId);
+    assertEquals(victim.retVal, '[null,false,"undefined"]');
   },
 );
 

@@ -291,7 +291,8 @@ function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
 /**
  * Boots one runner as the service's own user, so that Deno writes the V8 code cache of what a
  * boot compiles into the shared cache: the runner's and worker's modules and the Deno-internal
- * modules loaded lazily (node:vm's polyfills, streams; about 2 MiB of code cache). Runners of
+ * modules loaded lazily (node:vm's polyfills, loaded by a runner's second run, streams; about
+ * 2 MiB of code cache). Runners of
  * another uid read it but cannot write it, so without this every boot compiles all of it
  * anew (10-20 % of a boot's CPU, measured). Best effort: a failure only costs that CPU.
  */
@@ -299,8 +300,15 @@ async function fillCodeCache(options: RunnerOptions): Promise<void> {
   let runner: JsRunner | undefined;
   try {
     runner = await startRunner({ ...options, layers: { ...options.layers, uid: false } });
-    const { reusable } = await runner.run({ code: "return 1", file: "warm.js", timeoutMs: 10_000 });
-    await reusable;
+    // Two runs: a runner's second run is the first to load node:vm.
+    for (let i = 0; i < 2; i++) {
+      const { reusable } = await runner.run({
+        code: "return 1",
+        file: "warm.js",
+        timeoutMs: 10_000,
+      });
+      if (!await reusable) break;
+    }
   } catch {
     // runners that cannot boot are reported by the pool
   } finally {

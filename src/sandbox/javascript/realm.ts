@@ -2,15 +2,18 @@
  * The realm that runs user code, installed in the no-permission Web Worker of a runner (or,
  * in inline mode, in the runner's own thread once its permissions are revoked). It is trusted
  * code: it closes what a "none" realm can still reach, then runs each piece of user code as an
- * async function body in a fresh `node:vm` context, with Deno's console formatting, `input`,
- * `return_val` and timers that die with the run.
+ * async function body with Deno's console formatting, `input`, `return_val` and timers that die
+ * with the run. The first run of a realm runs in the realm itself, which is as fresh as a new vm
+ * context then (every runner boots a new one); later runs each get a fresh `node:vm` context.
+ * `node:vm` costs more to load than a runner spends on a trivial run, and most runners never get
+ * a second run, so it is loaded only when one arrives.
  *
  * Frames in: `run` (see protocol.ts). Frames out: `out`, `done`, `idle`, `refused`, for the host.
  *
  * @module
  */
 
-import vm from "node:vm";
+import type { Context } from "node:vm";
 import { type DoneFrame, OUTPUT_CHUNK, type RunFrame } from "./protocol.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -31,6 +34,15 @@ const realSetInterval: SetTimer = scope.setInterval.bind(globalThis);
 const realClearTimeout: ClearTimer = scope.clearTimeout.bind(globalThis);
 const realClearInterval: ClearTimer = scope.clearInterval.bind(globalThis);
 const internal: AnyRecord = deno[deno.internal];
+const evalContext = internal.core.evalContext as (
+  source: string,
+  specifier: string,
+  hostDefinedOptions?: unknown[],
+) => [unknown, AnyRecord | null];
+/** Host-defined options that make `import()` fail as it does in a vm context (no callback). */
+const NO_IMPORT_CALLBACK = [1];
+const parseJsonHere: (text: string) => unknown = JSON.parse;
+const hostConsole: unknown = scope.console;
 const ConsoleClass = internal.Console as new (
   print: (message: string, level: number) => void,
 ) => Console;
@@ -58,10 +70,19 @@ interface RunState {
   timers: Set<number>;
   finished: boolean;
   memory: boolean;
+  /** Set when the run runs in this realm itself: its file name, for mapping stack frames. */
+  realmFile?: string;
 }
 
 let current: RunState | undefined;
 let exposed: string[] = [];
+
+type Vm = typeof import("node:vm");
+/** `node:vm`, once a run needed it. */
+let vm: Vm | undefined;
+
+/** True once user code ran in this realm itself: every later run needs a vm context. */
+let realmUsed = false;
 
 function lockDown(): void {
   // Deno internals give back the core ops and printing to the process's stdio.
@@ -78,6 +99,13 @@ function lockDown(): void {
       "onmessage",
       "onmessageerror",
       "importScripts",
+      // Worker-only names a vm context run does not see either.
+      "self",
+      "name",
+      "onerror",
+      "onunhandledrejection",
+      "WorkerGlobalScope",
+      "DedicatedWorkerGlobalScope",
     ]
   ) {
     delete scope[name];
@@ -222,7 +250,7 @@ function realmChanged(): boolean {
 }
 
 /** Names of worker globals (Web APIs) that user code sees beside the ECMAScript built-ins. */
-function exposedGlobals(): string[] {
+function exposedGlobals(vm: Vm): string[] {
   const builtins = new Set<string>(
     vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
   );
@@ -269,14 +297,15 @@ function isObject(value: unknown): value is AnyRecord {
   return (typeof value === "object" && value !== null) || typeof value === "function";
 }
 
-function cleanStack(error: unknown): void {
+function cleanStack(error: unknown, realmFile?: string): void {
   if (!isObject(error) || typeof error.stack !== "string") return;
   const lines = ((error as AnyRecord).stack as string).split("\n");
   const kept = lines.filter((line) =>
     !/^\s+at /.test(line) || !(line.includes("ext:") || line.includes(OWN_MODULES))
   );
   try {
-    (error as AnyRecord).stack = kept.join("\n");
+    const stack = kept.join("\n");
+    (error as AnyRecord).stack = realmFile === undefined ? stack : mapRealmFrames(stack, realmFile);
   } catch {
     // a frozen error keeps its stack
   }
@@ -292,7 +321,7 @@ function uncaught(error: unknown, prefix: string): void {
   if (!run || run.finished) return;
   if (error instanceof ExitSignal) return;
   if (isArrayBufferFailure(error)) run.memory = true;
-  cleanStack(error);
+  cleanStack(error, run.realmFile);
   let text: string;
   try {
     text = Deno.inspect(error, { colors: false });
@@ -311,6 +340,7 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   const run = current;
   if (!run || run.finished) return;
   run.finished = true;
+  if (run.realmFile !== undefined) clearRealmGlobals();
   for (const id of run.timers) {
     realClearTimeout(id);
     realClearInterval(id);
@@ -329,21 +359,108 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   // A macrotask runs only once the code of the run has stopped, even queued microtasks.
   if (idleNow) post({ t: "idle", id: run.id });
   else nextMacrotask(() => post({ t: "idle", id: run.id }));
+  // Contexts are prepared ahead only once a runner has shown it gets more than one run.
   nextMacrotask(() => {
-    if (current === run) prepared ??= prepareContext();
+    if (current === run && vm) prepared ??= prepareContext(vm);
   });
+}
+
+/** Run id of the warm-up (host run ids start at 1). */
+const WARM_UP_ID = 0;
+
+/** Opens the function that wraps user code in this realm; on line 1, so lines keep numbers. */
+const REALM_PREFIX = "(async function () {";
+
+const REALM_SCHEME = "sandbox:";
+
+/** Stack frames of code compiled in this realm name this URL (evalContext wants one). */
+function realmSpecifier(file: string): string {
+  return `${REALM_SCHEME}${file}`;
+}
+
+/** `sandbox:main.js:1:27` → `main.js:1:7`: frames as a vm context run reports them. */
+function mapRealmFrames(stack: string, file: string): string {
+  const specifier = realmSpecifier(file).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return stack.replace(new RegExp(`${specifier}:(\\d+):(\\d+)`, "g"), (_, line, column) => {
+    const shift = line === "1" ? REALM_PREFIX.length : 0;
+    return `${file}:${line}:${Math.max(1, Number(column) - shift)}`;
+  });
+}
+
+/**
+ * Compiles user code as an async function of this realm, with the run's globals installed.
+ * Returns undefined, with the realm as it was, when the code does not compile: the vm path
+ * then reports the syntax error with its position (evalContext gives none).
+ */
+function compileInRealm(frame: RunFrame, run: RunState): (() => Promise<unknown>) | undefined {
+  const file = frame.file;
+  run.realmFile = file;
+  // Printed errors (`console.log(error)`) show frames as a vm context run prints them too.
+  scope.console = new ConsoleClass((message, level) =>
+    write(
+      run,
+      level > 1 ? 2 : 1,
+      message.includes(REALM_SCHEME) ? mapRealmFrames(message, file) : message,
+    )
+  );
+  scope.return_val = (value: unknown) => {
+    run.explicit = typeof value === "string" ? value : serialize(value);
+  };
+  scope.input = frame.input === undefined ? undefined : parseJsonHere(frame.input);
+  const [body, error] = evalContext(
+    `${REALM_PREFIX}${frame.code}\n})`,
+    realmSpecifier(frame.file),
+    NO_IMPORT_CALLBACK,
+  );
+  if (error) {
+    if (error.isCompileError) {
+      run.realmFile = undefined;
+      clearRealmGlobals();
+      return undefined;
+    }
+    throw error.thrown;
+  }
+  return body as () => Promise<unknown>;
+}
+
+/** Names of this realm's own globals when the baseline was taken. */
+let baselineGlobals = new Set<string | symbol>();
+
+/**
+ * Takes the run's globals out of this realm again: ours, and those the run added (`x = 1`
+ * in sloppy code, `globalThis.y = 2`), which a vm context run would have left in its context.
+ * Whatever cannot be undone (a changed built-in, a non-configurable global) the integrity
+ * check finds, and the next run is refused.
+ */
+function clearRealmGlobals(): void {
+  try {
+    scope.console = hostConsole;
+    delete scope.input;
+    delete scope.return_val;
+  } catch {
+    // made read-only by the run: the integrity check refuses the next run
+  }
+  if (baselineGlobals.size === 0) return; // the warm-up, before the baseline
+  for (const key of ownKeys(globalThis)) {
+    if (baselineGlobals.has(key)) continue;
+    try {
+      delete scope[key];
+    } catch {
+      // non-configurable: the integrity check refuses the next run
+    }
+  }
 }
 
 interface PreparedContext {
   sandbox: AnyRecord;
-  context: vm.Context;
+  context: Context;
   parseJson: (text: string) => unknown;
 }
 
 /** The next run's context, built while the realm is idle so a run does not wait for it. */
 let prepared: PreparedContext | undefined;
 
-function prepareContext(): PreparedContext {
+function prepareContext(vm: Vm): PreparedContext {
   const sandbox: AnyRecord = {};
   for (const name of exposed) {
     const descriptor = Object.getOwnPropertyDescriptor(globalThis, name);
@@ -358,8 +475,8 @@ function prepareContext(): PreparedContext {
   return { sandbox, context, parseJson };
 }
 
-function createContext(frame: RunFrame, run: RunState): vm.Context {
-  const { sandbox, context, parseJson } = prepared ?? prepareContext();
+function createContext(vm: Vm, frame: RunFrame, run: RunState): Context {
+  const { sandbox, context, parseJson } = prepared ?? prepareContext(vm);
   prepared = undefined;
   sandbox.console = new ConsoleClass((message, level) => write(run, level > 1 ? 2 : 1, message));
   sandbox.return_val = (value: unknown) => {
@@ -384,18 +501,41 @@ async function run(frame: RunFrame): Promise<void> {
     post({ t: "refused", id: frame.id });
     return;
   }
-  current = state;
-  let body: () => Promise<unknown>;
-  try {
-    const context = createContext(frame, state);
-    const script = new vm.Script(`(async function () {\n${frame.code}\n})`, {
-      filename: frame.file,
-      lineOffset: -1,
-    });
-    body = script.runInContext(context);
-  } catch (error) {
-    uncaught(error, "Uncaught");
-    return;
+  let body: (() => Promise<unknown>) | undefined;
+  if (!realmUsed) {
+    // The warm-up is our own code: the first user run still finds the realm untouched.
+    realmUsed = frame.id !== WARM_UP_ID;
+    current = state;
+    try {
+      body = compileInRealm(frame, state);
+    } catch (error) {
+      uncaught(error, "Uncaught");
+      return;
+    }
+    if (!body) current = undefined; // not compiled here: the vm context reports the error
+  }
+  if (!body) {
+    if (!vm) {
+      vm = await import("node:vm");
+      // Whatever the realm ran may have been busy while the module loaded: check again.
+      if (realmChanged()) {
+        post({ t: "refused", id: frame.id });
+        return;
+      }
+      exposed = exposedGlobals(vm);
+    }
+    current = state;
+    try {
+      const context = createContext(vm, frame, state);
+      const script = new vm.Script(`(async function () {\n${frame.code}\n})`, {
+        filename: frame.file,
+        lineOffset: -1,
+      });
+      body = script.runInContext(context) as () => Promise<unknown>;
+    } catch (error) {
+      uncaught(error, "Uncaught");
+      return;
+    }
   }
   try {
     const value = await body();
@@ -410,7 +550,10 @@ async function run(frame: RunFrame): Promise<void> {
   }
 }
 
-/** Code run once at boot with its output dropped, so the first real run finds hot code. */
+/**
+ * Code run once at boot in this realm with its output dropped, so the first real run finds hot
+ * code. It leaves the realm as it found it (checked by the baseline taken after it).
+ */
 const WARM_UP = "console.log('warm', {a: [1, 'x']}, 1.5); console.error(new Error('warm'));\n" +
   "return_val({ok: true}); await null; return {n: input.n};";
 
@@ -421,7 +564,6 @@ const WARM_UP = "console.log('warm', {a: [1, 'x']}, 1.5); console.error(new Erro
 export async function installSandbox(
   send: (frame: unknown) => void,
 ): Promise<(frame: RunFrame) => void> {
-  exposed = exposedGlobals();
   lockDown();
   const warmed = Promise.withResolvers<void>();
   post = (frame) => {
@@ -429,7 +571,7 @@ export async function installSandbox(
   };
   await run({
     t: "run",
-    id: 0,
+    id: WARM_UP_ID,
     code: WARM_UP,
     file: "warm_up.js",
     input: '{"n":1}',
@@ -438,9 +580,12 @@ export async function installSandbox(
   await warmed.promise;
   post = send;
   current = undefined;
-  prepared = prepareContext();
-  // Lazily defined properties settle on first read; read them all before the baseline.
+  // Lazily defined properties settle on first read; read them all before the baseline. Not
+  // the globals': theirs are accessors that stay as they are when read, and reading them
+  // loads what they stand for (`process` alone loads Node's polyfills, 10-15 ms of CPU that
+  // most runners never need).
   for (const object of WATCHED) {
+    if (object === globalThis || object === Deno) continue;
     for (const key of ownKeys(object)) {
       try {
         (object as AnyRecord)[key];
@@ -450,6 +595,7 @@ export async function installSandbox(
     }
   }
   baseline = integritySnapshot();
+  baselineGlobals = new Set(ownKeys(globalThis));
   return (frame) => {
     if (frame?.t === "run") run(frame);
   };
