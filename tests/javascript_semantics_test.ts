@@ -215,6 +215,35 @@ Deno.test("semantics: an error thrown in a timer callback is status error", opts
   assertStringIncludes(outcome.stderr, "Uncaught Error: late");
 });
 
+Deno.test(
+  "semantics: clearTimeout and clearInterval cancel timers by handle or by number, in every run",
+  opts,
+  async () => {
+    // A cancelled 1 ms timer would fire before the 20 ms one the code waits for last.
+    const code = `const fired = [];
+const t = setTimeout(() => fired.push("by handle"), 1);
+clearTimeout(t);
+const n = setTimeout(() => fired.push("by number"), 1);
+clearTimeout(Number(n));
+const early = setInterval(() => fired.push("interval"), 1);
+clearInterval(early);
+let ticks = 0;
+await new Promise((resolve) => {
+  const i = setInterval(() => { if (++ticks === 3) { clearInterval(i); resolve(); } }, 1);
+});
+await new Promise((r) => setTimeout(r, 20));
+return { fired, ticks };`;
+    // The first run of a runner runs in its worker's realm, the next in a vm context.
+    const first = await run(runtime, code, { tenant: "clear-timers" });
+    const second = await run(runtime, code, { tenant: "clear-timers" });
+    assertEquals(second.instanceId, first.instanceId);
+    for (const outcome of [first, second]) {
+      assertEquals(outcome.status, "success", outcome.stderr);
+      assertEquals(outcome.retVal, '{"fired":[],"ticks":3}');
+    }
+  },
+);
+
 Deno.test("semantics: Deno.exit(n) ends the run with exit code n", opts, async () => {
   const failed = await run(runtime, "console.log('before');\nDeno.exit(7);\nconsole.log('after');");
   assertEquals(failed.status, "error");

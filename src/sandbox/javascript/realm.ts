@@ -23,16 +23,43 @@ const scope = globalThis as unknown as AnyRecord;
 const deno = Deno as unknown as AnyRecord;
 
 // Private copies taken at import, before user code can touch the globals.
+const describe = Object.getOwnPropertyDescriptor;
 let post: (frame: unknown) => void = () => {};
 // deno-lint-ignore no-explicit-any
 const listen: (type: string, listener: (event: any) => void) => void = scope.addEventListener
   .bind(globalThis);
-type SetTimer = (callback: () => void, delay?: number) => number;
-type ClearTimer = (id: number) => void;
-const realSetTimeout: SetTimer = scope.setTimeout.bind(globalThis);
-const realSetInterval: SetTimer = scope.setInterval.bind(globalThis);
-const realClearTimeout: ClearTimer = scope.clearTimeout.bind(globalThis);
-const realClearInterval: ClearTimer = scope.clearInterval.bind(globalThis);
+/** What Deno's `setTimeout`/`setInterval` return: a Node-style `Timeout` (a number inside). */
+type TimerHandle = object | number;
+type SetTimer = (callback: () => void, delay?: number) => TimerHandle;
+type ClearTimer = (handle: TimerHandle) => void;
+interface Timers {
+  setTimeout: SetTimer;
+  setInterval: SetTimer;
+  clearTimeout: ClearTimer;
+}
+// Deno loads its timers module on the first read of `setTimeout` (about 10 ms of CPU, a sixth
+// of a runner's boot): only the accessors are taken here, and a run that sets no timer never
+// loads it. They are Deno's own closures, taken before any user code exists.
+const timerAccess = {
+  setTimeout: describe(globalThis, "setTimeout"),
+  setInterval: describe(globalThis, "setInterval"),
+  clearTimeout: describe(globalThis, "clearTimeout"),
+};
+let timers: Timers | undefined;
+function realTimers(): Timers {
+  if (timers) return timers;
+  const take = (descriptor: PropertyDescriptor | undefined) => {
+    const value = descriptor?.get ? descriptor.get.call(globalThis) : descriptor?.value;
+    if (typeof value !== "function") throw new Error("this realm has no timers");
+    return value.bind(globalThis);
+  };
+  timers = {
+    setTimeout: take(timerAccess.setTimeout),
+    setInterval: take(timerAccess.setInterval),
+    clearTimeout: take(timerAccess.clearTimeout),
+  };
+  return timers;
+}
 const internal: AnyRecord = deno[deno.internal];
 const evalContext = internal.core.evalContext as (
   source: string,
@@ -67,7 +94,7 @@ interface RunState {
   maxOutputBytes: number;
   bytes: [number, number];
   explicit?: string;
-  timers: Set<number>;
+  timers: Set<TimerHandle>;
   finished: boolean;
   memory: boolean;
   /** Set when the run runs in this realm itself: its file name, for mapping stack frames. */
@@ -131,8 +158,8 @@ function lockDown(): void {
     throw new ExitSignal(exitCode);
   };
   // Timers outlive nothing: every one is tracked by the run that set it.
-  scope.setTimeout = trackedTimer(realSetTimeout);
-  scope.setInterval = trackedTimer(realSetInterval);
+  scope.setTimeout = trackedTimer("setTimeout");
+  scope.setInterval = trackedTimer("setInterval");
   scope.clearTimeout = clearTracked;
   scope.clearInterval = clearTracked;
   listen("unhandledrejection", (event) => {
@@ -145,26 +172,36 @@ function lockDown(): void {
   });
 }
 
-function trackedTimer(real: SetTimer) {
-  return (callback: unknown, delay?: number, ...args: unknown[]): number => {
+function trackedTimer(kind: "setTimeout" | "setInterval") {
+  return (callback: unknown, delay?: number, ...args: unknown[]): TimerHandle => {
     const run = current;
     if (!run || run.finished) return 0;
     if (typeof callback !== "function") throw new TypeError("timer callback must be a function");
-    const id = real(() => {
+    const handle = realTimers()[kind](() => {
       if (current !== run || run.finished) return;
-      if (real === realSetTimeout) run.timers.delete(id);
+      if (kind === "setTimeout") run.timers.delete(handle);
       callback(...args);
     }, delay);
-    run.timers.add(id);
-    return id;
+    run.timers.add(handle);
+    return handle;
   };
 }
 
-function clearTracked(id?: number): void {
-  if (typeof id !== "number" || !current?.timers.has(id)) return;
-  current.timers.delete(id);
-  realClearTimeout(id);
-  realClearInterval(id);
+/** Clears a timer of the current run, given its handle or the number inside it (as Deno). */
+function clearTracked(handle?: unknown): void {
+  const run = current;
+  if (!run || handle === undefined || handle === null) return;
+  let found: TimerHandle | undefined;
+  if (run.timers.has(handle as TimerHandle)) found = handle as TimerHandle;
+  else if (typeof handle === "number" || typeof handle === "string") {
+    for (const candidate of run.timers) {
+      if (Number(candidate) === Number(handle)) found = candidate;
+    }
+  }
+  if (found === undefined) return;
+  run.timers.delete(found);
+  // Deno's clearTimeout clears intervals too.
+  realTimers().clearTimeout(found);
 }
 
 const DENIED_GLOBALS = new Set([
@@ -189,7 +226,6 @@ const DENIED_GLOBALS = new Set([
 // each run the realm compares its globals and intrinsics with a baseline taken at boot, and
 // refuses the run (the host then uses another runner and discards this one) if they changed.
 const ownKeys = Reflect.ownKeys;
-const describe = Object.getOwnPropertyDescriptor;
 const same = Object.is;
 const WATCHED: object[] = [
   globalThis,
@@ -341,10 +377,7 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   if (!run || run.finished) return;
   run.finished = true;
   if (run.realmFile !== undefined) clearRealmGlobals();
-  for (const id of run.timers) {
-    realClearTimeout(id);
-    realClearInterval(id);
-  }
+  for (const handle of run.timers) realTimers().clearTimeout(handle);
   run.timers.clear();
   const done: DoneFrame = Object.assign(Object.create(null), { t: "done", id: run.id }, result);
   if (run.explicit !== undefined) done.explicit = run.explicit;
