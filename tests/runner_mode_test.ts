@@ -126,7 +126,8 @@ Deno.test("runner mode: a self runner is the service's entry with the runner fla
     layers: { rlimit: true, netns: false, uid: false },
     launch: "self",
   });
-  assertEquals(command, "nice");
+  assertEquals(command, "setsid");
+  assert(args.includes("nice"), "the runner runs niced");
   assert(args.includes("prlimit"), "the runner is started through prlimit");
   const program = args.slice(args.lastIndexOf("--") + 1);
   assertEquals(program, selfRunnerArgv({ socketPath: "/tmp/x/s" }));

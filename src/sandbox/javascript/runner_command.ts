@@ -89,9 +89,14 @@ const RUNNER_NICENESS = 10;
  */
 export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
   const { socketPath, memoryLimitMb, dataLimitBytes, uid, layers } = options;
+  // A process group of its own, so the host can kill the runner with everything it started.
+  // `setsid` does it after the spawn: a `detached` spawn forks the service instead of a
+  // vfork-like spawn, and every page the service writes afterwards takes a copy-on-write
+  // fault (measured: 50 ms of the service's CPU per spawn with 100 MiB of heap written).
+  const argv: string[] = ["setsid", "--"];
   // User code yields the CPU to the service (and to the Python fork server) that must answer
   // and stop it: busy runners can then never delay a timeout or an answer.
-  const argv: string[] = ["nice", "-n", String(RUNNER_NICENESS), "--"];
+  argv.push("nice", "-n", String(RUNNER_NICENESS), "--");
   if (layers.rlimit) {
     argv.push(
       "prlimit",

@@ -130,7 +130,12 @@ export class JsRunner implements Sandbox {
     try {
       Deno.kill(-this.#child.pid, "SIGKILL");
     } catch {
-      // already gone
+      // No such group yet: `setsid` has not run, so the process has no children either.
+      try {
+        Deno.kill(this.#child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
     }
   }
 
@@ -458,7 +463,6 @@ export async function startRunner(options: RunnerOptions): Promise<JsRunner> {
       stdin: "null",
       stdout: "null",
       stderr: "piped",
-      detached: true,
     }).spawn();
     runner = new JsRunner(child, { id: `js-${Deno.pid}-${++runnerCounter}`, dir, options });
     const bootTimeout = options.bootTimeoutMs ?? 10_000;
