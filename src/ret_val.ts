@@ -38,12 +38,17 @@ export function resolveRetVal(sources: ReturnSources): ResolvedReturn {
   return extractFromStdout(stdout);
 }
 
+/**
+ * A line ending is LF or CRLF: stdout is split at each LF, and a line's trailing CR belongs to
+ * its line ending, never to the line's text (so never to the return value).
+ */
 function extractFromStdout(stdout: string): ResolvedReturn {
   const lines = stdout.split("\n");
   const end = lastIndexOfLine(lines, RET_VAL_END, lines.length - 1);
   const start = end > 0 ? lastIndexOfLine(lines, RET_VAL_START, end - 1) : -1;
   if (start >= 0) {
-    const retVal = lines.slice(start + 1, end).join("\n");
+    // The value's own line endings stay as printed; the one before the end marker goes.
+    const retVal = withoutCr(lines.slice(start + 1, end).join("\n"));
     return { retVal, stdout: removeLines(lines, start, end) };
   }
   for (let i = lines.length - 1; i >= 0; i--) {
@@ -61,8 +66,19 @@ function lastIndexOfLine(lines: string[], marker: string, from: number): number 
   return -1;
 }
 
+/**
+ * Removes lines `first..last` with their line endings. When they end stdout, the line before
+ * them loses its whole line ending (LF or CRLF), not just the LF.
+ */
 function removeLines(lines: string[], first: number, last: number): string {
-  return [...lines.slice(0, first), ...lines.slice(last + 1)].join("\n");
+  const kept = [...lines.slice(0, first), ...lines.slice(last + 1)];
+  if (last === lines.length - 1 && first > 0) kept[first - 1] = withoutCr(kept[first - 1]);
+  return kept.join("\n");
+}
+
+/** The line without the CR of a CRLF line ending. */
+function withoutCr(line: string): string {
+  return line.endsWith("\r") ? line.slice(0, -1) : line;
 }
 
 function isJsonObject(line: string): boolean {
