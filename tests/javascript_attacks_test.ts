@@ -417,6 +417,28 @@ Deno.test("attacks: timers of a run never fire in a later run of the tenant", op
   await assertStillServes();
 });
 
+Deno.test("attacks: stacks a run can read never name the service's files", opts, async () => {
+  const code = "const sync = new Error('sync').stack;\nawait null;\n" +
+    "const later = new Error('later').stack;\n" +
+    "await new Promise((r) => setTimeout(r, 1));\n" +
+    "console.trace('trace');\nreturn [sync, later, new Error('timer').stack].join('\\n');";
+  // First in the runner's worker realm, then in a vm context.
+  for (
+    const outcome of [
+      await run(runtime, code, { tenant: "stacks" }),
+      await run(runtime, code, { tenant: "stacks" }),
+    ]
+  ) {
+    assertEquals(outcome.status, "success", outcome.stderr);
+    const text = `${outcome.retVal}\n${outcome.stderr}`;
+    for (const name of ["sync", "later", "timer", "trace"]) assertStringIncludes(text, name);
+    for (const leak of ["file:", "/src/", "realm.ts", "worker.ts", "ext:"]) {
+      assert(!text.includes(leak), `a stack names ${leak}: ${text}`);
+    }
+  }
+  await assertStillServes();
+});
+
 Deno.test("attacks: Deno.exit and process.exit only end the run", opts, async () => {
   const direct = await run(runtime, "Deno.exit(3);");
   assertEquals([direct.status, direct.exitCode], ["error", 3]);

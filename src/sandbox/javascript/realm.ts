@@ -570,17 +570,18 @@ async function run(frame: RunFrame): Promise<void> {
       return;
     }
   }
-  try {
-    const value = await body();
+  // The body is called by a promise job and settles into callbacks, never by or into a function
+  // of ours: stacks the code can read (`new Error().stack`, console.trace) hold its own frames
+  // only, not this realm's (which would name the service's files).
+  Promise.resolve().then(body).then((value) => {
     if (state.finished) return;
     const returned = value === undefined ? undefined : serialize(value);
     // One macrotask later: rejections nobody handled have been reported by then, and the
     // code of the run has provably stopped (its microtasks drained).
-    await new Promise((resolve) => nextMacrotask(() => resolve(undefined)));
-    finish(returned === undefined ? { exitCode: 0 } : { exitCode: 0, returned }, true);
-  } catch (error) {
-    uncaught(error, "Uncaught");
-  }
+    nextMacrotask(() =>
+      finish(returned === undefined ? { exitCode: 0 } : { exitCode: 0, returned }, true)
+    );
+  }, (error) => uncaught(error, "Uncaught"));
 }
 
 /**
