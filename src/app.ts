@@ -152,6 +152,8 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
       throw error;
     }
     const { outcome, queueTimeMs, attempts } = result;
+    // The pool while the run held its sandbox (it counts the run); now only when it never ran.
+    const stats = result.poolStats ?? runtimes.get(language)?.stats();
     metrics.recordRun(language, outcome.status, { durationMs: outcome.durationMs, queueTimeMs });
     Object.assign(log, {
       status: outcome.status,
@@ -166,7 +168,6 @@ export function createApp(options: AppOptions): OpenAPIHono<Env> {
         ret_val: outcome.retVal,
       });
     }
-    const stats = runtimes.get(language)?.stats();
     return c.json(runResponse(outcome, {
       taskId,
       language,

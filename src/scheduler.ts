@@ -10,6 +10,7 @@
 
 import {
   type Language,
+  type PoolStats,
   type RunJob,
   type RunOutcome,
   type Runtime,
@@ -47,6 +48,11 @@ export interface ScheduledResult {
   queueTimeMs: number;
   /** Attempts made: 2 when the first sandbox failed before user code started. */
   attempts: number;
+  /**
+   * The runtime's instance counts taken when it started the code (its `onStart`), so while
+   * the run held its sandbox; `undefined` when the code never started.
+   */
+  poolStats?: PoolStats;
 }
 
 /** Counters for `/health`. */
@@ -309,8 +315,10 @@ export class Scheduler {
   async #execute(entry: Entry): Promise<ScheduledResult> {
     const { job } = entry;
     let queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
-    const started = () => {
+    let poolStats: PoolStats | undefined;
+    const started = (stats: PoolStats | undefined) => {
       queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
+      poolStats = stats;
     };
     let attempts = 0;
     let outcome: RunOutcome | undefined;
@@ -333,7 +341,7 @@ export class Scheduler {
       }
     }
     this.#record(outcome);
-    return { outcome, queueTimeMs, attempts };
+    return { outcome, queueTimeMs, attempts, poolStats };
   }
 
   /**
@@ -341,7 +349,10 @@ export class Scheduler {
    * counts from the runtime's `onStart`, and before it the wait is bounded by the start
    * budget. A run answered here is never started afterwards: `onStart` then says no.
    */
-  #attempt(job: ScheduledJob, started: () => void): Promise<RunOutcome> {
+  #attempt(
+    job: ScheduledJob,
+    started: (stats: PoolStats | undefined) => void,
+  ): Promise<RunOutcome> {
     const runtime = this.#options.runtimeFor(job.language);
     if (!runtime) {
       return Promise.reject(new Error(`no runtime serves ${job.language}`));
@@ -370,7 +381,9 @@ export class Scheduler {
     });
     const onStart = () => {
       if (answered) return false;
-      started();
+      // Taken now, while the runtime holds the run's sandbox: once the run is over its
+      // sandbox is back (or gone) and the counts no longer include the run.
+      started(poolStatsOf(runtime));
       arm(deadlineMs, () => {
         this.#event("overdue", job, `runtime did not answer within ${deadlineMs} ms`);
         return failedOutcome(
@@ -403,6 +416,16 @@ export class Scheduler {
 
   #event(kind: SchedulerEvent["kind"], job: RunJob, text: string): void {
     this.#options.onEvent?.({ kind, taskId: job.taskId, message: text });
+  }
+}
+
+/** The runtime's counts, or `undefined` should it fail: a snapshot must not break the run. */
+function poolStatsOf(runtime: Runtime): PoolStats | undefined {
+  try {
+    const { totalInstances, idleInstances, activeInstances } = runtime.stats();
+    return { totalInstances, idleInstances, activeInstances };
+  } catch {
+    return undefined;
   }
 }
 

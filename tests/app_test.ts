@@ -1,5 +1,9 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./helpers/assert.ts";
+import { EchoRuntime } from "./helpers/echo_runtime.ts";
 import { startTestService } from "./helpers/test_service.ts";
+import { parseConfig } from "../src/config.ts";
+import type { PoolStats, RunJob, RunOutcome } from "../src/runtime.ts";
+import { startService } from "../src/service.ts";
 
 function assertRunShape(body: Record<string, unknown>) {
   const output = body.output as Record<string, unknown>;
@@ -138,6 +142,71 @@ Deno.test("a sandbox that fails before start is retried once, then answered as c
   assertEquals(s.js.attempts.get(twice.metadata.task_id), 2);
   // User code never ran for the failed task.
   assert(!s.js.started.some((run) => run.job.taskId === twice.metadata.task_id));
+});
+
+/**
+ * An echo runtime whose instance counts behave as the real pools' do: a run's sandbox is
+ * leased (active) from before `onStart` until the run ends, and given back before the answer.
+ */
+class LeasingRuntime extends EchoRuntime {
+  #leased = 0;
+
+  override async run(job: RunJob): Promise<RunOutcome> {
+    this.#leased++;
+    try {
+      return await super.run(job);
+    } finally {
+      this.#leased--;
+    }
+  }
+
+  override stats(): PoolStats {
+    const size = this.settings?.poolSize ?? 0;
+    return {
+      totalInstances: Math.max(size, this.#leased),
+      idleInstances: Math.max(0, size - this.#leased),
+      activeInstances: this.#leased,
+    };
+  }
+}
+
+Deno.test("pool_stats are the pool while the run held its sandbox, so they count the run", async () => {
+  const js = new LeasingRuntime(["javascript", "typescript"]);
+  const py = new LeasingRuntime(["python"]);
+  const config = parseConfig({ FAAS_PORT: "0", FAAS_HOST: "127.0.0.1", FAAS_POOL_SIZE: "3" });
+  const service = await startService(config, {
+    registrations: [js.registration(), py.registration()],
+    logger: { info: () => {}, error: () => {} },
+  });
+  try {
+    const post = async (language: string, code: string) => {
+      const response = await fetch(service.url + "/run_code", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ language, code }),
+      });
+      assertEquals(response.status, 200);
+      const body = await response.json();
+      assertRunShape(body);
+      return body.metadata.pool_stats;
+    };
+    const alone = { totalInstances: 3, idleInstances: 2, activeInstances: 1 };
+    assertEquals(await post("python", "print x"), alone);
+    assertEquals(await post("javascript", "print x"), alone);
+    // A second run while the first holds its sandbox sees both; each sees its own language.
+    const held = post("javascript", "gate hold");
+    await js.waitForStarts(2);
+    assertEquals(await post("js", "print y"), {
+      totalInstances: 3,
+      idleInstances: 1,
+      activeInstances: 2,
+    });
+    assertEquals(await post("python", "print y"), alone);
+    js.open("hold");
+    assertEquals(await held, alone);
+  } finally {
+    await service.shutdown();
+  }
 });
 
 async function expectError(
