@@ -317,6 +317,21 @@ Deno.test("semantics: validate rejects code that escapes the function body", opt
   assertEquals(escaped.valid, false);
 });
 
+Deno.test(
+  "semantics: a brace that closes the function body early is reported where it stands",
+  opts,
+  async () => {
+    const stray = await runtime.validate("}", "javascript");
+    assertEquals([stray.valid, stray.error?.line, stray.error?.column], [false, 1, 1]);
+    // Valid as a program once the body is closed: only the brace at 1:10 is wrong.
+    const closed = await runtime.validate("return 1 }\nfunction x() {", "javascript");
+    assertEquals([closed.valid, closed.error?.line, closed.error?.column], [false, 1, 10]);
+    const ran = await run(runtime, "console.log(1)\n}\nreturn 2");
+    assertEquals(ran.status, "error");
+    assertStringIncludes(ran.stderr, "main.js:2:1");
+  },
+);
+
 Deno.test("semantics: validate never runs the code", opts, async () => {
   const marker = await Deno.makeTempFile();
   await runtime.validate(`Deno.writeTextFileSync(${JSON.stringify(marker)}, "ran")`, "javascript");

@@ -111,9 +111,28 @@ export function checkSyntax(code: string): SyntaxProblem | null {
   }
 }
 
+/**
+ * Where the body fails to parse. It is parsed as a program that allows top-level `return` and
+ * `await` (the same grammar for a body), which stops at a stray `}` where it stands; inside a
+ * function it would close the body early and the error land later, or on our closing line.
+ * The function parse remains for what the program parse accepts.
+ */
 function locate(code: string): SyntaxProblem | null {
+  return parseError(
+    code,
+    { allowReturnOutsideFunction: true, allowAwaitOutsideFunction: true },
+    0,
+  ) ??
+    parseError(PREFIX + code + SUFFIX, {}, PREFIX.length);
+}
+
+function parseError(
+  source: string,
+  options: Partial<acorn.Options>,
+  firstLineShift: number,
+): SyntaxProblem | null {
   try {
-    acorn.parse(PREFIX + code + SUFFIX, { ecmaVersion: "latest", sourceType: "script" });
+    acorn.parse(source, { ...options, ecmaVersion: "latest", sourceType: "script" });
     return null;
   } catch (error) {
     const failure = error as { message?: string; loc?: { line: number; column: number } };
@@ -122,7 +141,7 @@ function locate(code: string): SyntaxProblem | null {
     return {
       message: (failure.message ?? "syntax error").replace(/ \(\d+:\d+\)$/, ""),
       line,
-      column: Math.max(1, column + 1 - (line === 1 ? PREFIX.length : 0)),
+      column: Math.max(1, column + 1 - (line === 1 ? firstLineShift : 0)),
     };
   }
 }
