@@ -9,6 +9,7 @@
  * @module
  */
 
+import { measureBootFloor } from "./boot_floor.ts";
 import { type LoadResult, runLoad } from "./load.ts";
 import { MemorySampler, treeMemory } from "./proc_tree.ts";
 import {
@@ -46,8 +47,8 @@ interface Plan {
   sequential: { service: number; spawn: number; floor: number; warmup: number; maxMs: number };
   /** Concurrency levels of the throughput runs. */
   levels: number[];
-  /** Measured duration of one throughput run in ms, per target. */
-  duration: { service: number; spawn: number; floor: number };
+  /** Measured duration of one throughput run in ms, per target, and of the boot floor. */
+  duration: { service: number; spawn: number; floor: number; bootFloor: number };
   /** Warm-up before each throughput run of the service, in ms. */
   warmupMs: number;
   /** Longest wait for the pool to fill, in ms. */
@@ -57,7 +58,7 @@ interface Plan {
 const FULL: Plan = {
   sequential: { service: 300, spawn: 40, floor: 300, warmup: 20, maxMs: 20_000 },
   levels: [1, 4, 16, 64],
-  duration: { service: 4_000, spawn: 3_000, floor: 2_000 },
+  duration: { service: 4_000, spawn: 3_000, floor: 2_000, bootFloor: 3_000 },
   warmupMs: 500,
   poolWaitMs: 30_000,
 };
@@ -65,7 +66,7 @@ const FULL: Plan = {
 const QUICK: Plan = {
   sequential: { service: 50, spawn: 8, floor: 50, warmup: 5, maxMs: 1_500 },
   levels: [1, 16],
-  duration: { service: 1_000, spawn: 700, floor: 300 },
+  duration: { service: 1_000, spawn: 700, floor: 300, bootFloor: 1_000 },
   warmupMs: 200,
   poolWaitMs: 10_000,
 };
@@ -181,6 +182,8 @@ class Bench {
   serviceFirstRun: Partial<Record<BenchLanguage, number>> = {};
   #dead = new Set<RunningServer>();
   serviceFullPoolMs?: number;
+  /** Boots/s of the boot floor; `null` when it could not be measured. */
+  bootFloor?: number | null;
 
   constructor(readonly flags: Flags, readonly plan: Plan, serviceEnv: Record<string, string>) {
     this.results = {
@@ -540,6 +543,44 @@ class Bench {
     }
   }
 
+  /**
+   * The boot floor (see boot_floor.ts): fresh process + no-permission worker boots per second
+   * with one loop per core, measured once, right before the throughput runs it bounds.
+   */
+  async measureBootFloor(): Promise<void> {
+    // Not while the service refills its pool: those boots would slow the floor's down.
+    const { service, serviceLanguages } = this.targets;
+    if (serviceLanguages.length && this.alive(service)) {
+      await this.waitForFullPool(serviceLanguages);
+    }
+    const key: FigureKey = { scenario: "boot_floor", metric: "boots_per_s" };
+    this.bootFloor = null;
+    try {
+      const result = await measureBootFloor({ durationMs: this.plan.duration.bootFloor });
+      this.results.runs.push({ target: "boot floor", key, summary: result });
+      if (result.ok) this.bootFloor = result.throughput;
+      if (result.errors) {
+        this.note(
+          `boot floor: ${result.errors} of ${result.sent} boots failed ${
+            JSON.stringify(result.errorKinds)
+          }, first: ${JSON.stringify(result.errorSamples)}`,
+        );
+      }
+      log(
+        `boot floor: ${result.ok} boots over ${result.concurrency} loops in ${
+          fmt(result.elapsedMs)
+        } ms, ${fmt(result.throughput)}/s, one boot p50 ${fmt(result.p50)} ms, p99 ${
+          fmt(result.p99)
+        } ms`,
+      );
+    } catch (error) {
+      this.note(
+        `the boot floor was not measured: ${error instanceof Error ? error.message : error}`,
+      );
+    }
+    this.add(makeFigure(key, { unit: "boots/s", better: "higher", bootFloor: this.bootFloor }));
+  }
+
   /** Closed-loop throughput of the evaluator program at each concurrency level. */
   async throughput(language: BenchLanguage): Promise<void> {
     const { service, floor } = this.targets;
@@ -604,6 +645,8 @@ class Bench {
           spawn: b?.throughput,
           spawnName: SPAWN_NAMES[mode],
           floor: f?.throughput,
+          // A new tenant's JS/TS run needs a freshly booted runner process once the pool is dry.
+          bootFloor: tenancy === "new" && language !== "python" ? this.bootFloor : undefined,
         }));
         for (const metric of ["p50", "p99"] as const) {
           this.add(makeFigure({ ...key, metric }, {
@@ -718,6 +761,9 @@ async function main(): Promise<void> {
     bench.idleMemory();
     await bench.recovery();
     for (const language of flags.languages) await bench.sequential(language);
+    if (flags.languages.some((language) => language !== "python")) {
+      await bench.measureBootFloor();
+    }
     for (const language of flags.languages) {
       // TS runs on the JS runtime: in a quick run its throughput would repeat JS's.
       if (flags.quick && language === "typescript" && flags.languages.includes("javascript")) {

@@ -10,7 +10,13 @@ import { ratio } from "./stats.ts";
 import type { BenchLanguage, ProgramKind, Tenancy } from "./programs.ts";
 
 /** Which group of measurements a figure belongs to. */
-export type Scenario = "sequential" | "throughput" | "cold_start" | "recovery" | "memory";
+export type Scenario =
+  | "sequential"
+  | "throughput"
+  | "cold_start"
+  | "boot_floor"
+  | "recovery"
+  | "memory";
 
 /** Where a figure was measured. */
 export interface FigureKey {
@@ -46,6 +52,13 @@ export interface Figure extends FigureKey {
   vsSpawn: number | null;
   /** `service / floor`. */
   vsFloor: number | null;
+  /**
+   * Boots per second of a fresh process hosting a no-permission worker (see boot_floor.ts),
+   * on the figures it bounds: the JS/TS "new each" throughput, and the boot floor's own.
+   */
+  bootFloor?: number | null;
+  /** `service / bootFloor`, where `bootFloor` is set. */
+  vsBootFloor?: number | null;
 }
 
 /** Raw summary of one load run, kept in the JSON for audit. */
@@ -92,6 +105,8 @@ export interface FigureValues {
   spawnName?: string;
   /** The no-op floor's value. */
   floor?: number | null;
+  /** The boot floor's value, on the figures it bounds (absent on the others). */
+  bootFloor?: number | null;
 }
 
 /** Builds a figure, computing its ratios. */
@@ -99,7 +114,7 @@ export function makeFigure(key: FigureKey, values: FigureValues): Figure {
   const service = finiteOrNull(values.service);
   const spawn = finiteOrNull(values.spawn);
   const floor = finiteOrNull(values.floor);
-  return {
+  const figure: Figure = {
     ...key,
     unit: values.unit,
     better: values.better,
@@ -110,6 +125,9 @@ export function makeFigure(key: FigureKey, values: FigureValues): Figure {
     vsSpawn: ratio(service, spawn),
     vsFloor: ratio(service, floor),
   };
+  if (values.bootFloor === undefined) return figure;
+  const bootFloor = finiteOrNull(values.bootFloor);
+  return { ...figure, bootFloor, vsBootFloor: ratio(service, bootFloor) };
 }
 
 function finiteOrNull(value: number | null | undefined): number | null {
@@ -211,8 +229,19 @@ function sequentialTable(figures: Figure[], languages: BenchLanguage[]): string 
     table(header, rows);
 }
 
+/**
+ * `service / boot floor` with the boot floor, e.g. `0.62× (46.1)`; empty on the rows the boot
+ * floor does not bound.
+ */
+function overBootFloor(figure: Figure): string {
+  if (figure.bootFloor === undefined) return "";
+  if (figure.bootFloor === null) return "–";
+  return `${overFloor(figure.vsBootFloor ?? null)} (${num(figure.bootFloor)})`;
+}
+
 function throughputTable(figures: Figure[], languages: BenchLanguage[]): string | undefined {
   const rows: string[][] = [];
+  let withBootFloor = false;
   const levels = [...new Set(figures.flatMap((f) => f.concurrency ? [f.concurrency] : []))]
     .sort((a, b) => a - b);
   for (const language of languages) {
@@ -225,6 +254,7 @@ function throughputTable(figures: Figure[], languages: BenchLanguage[]): string 
         const p50 = get("p50");
         const p99 = get("p99");
         const errors = get("errors");
+        if (rps.bootFloor !== undefined) withBootFloor = true;
         rows.push([
           LANGUAGE_NAMES[language],
           String(concurrency),
@@ -237,12 +267,13 @@ function throughputTable(figures: Figure[], languages: BenchLanguage[]): string 
           versus(rps.vsSpawn, "higher", "runs/s"),
           num(rps.floor),
           overFloor(rps.vsFloor),
+          overBootFloor(rps),
         ]);
       }
     }
   }
   if (!rows.length) return undefined;
-  return "### Throughput, closed loop, evaluator program\n\n" + table([
+  const header = [
     "lang",
     "conc.",
     "tenant",
@@ -254,13 +285,20 @@ function throughputTable(figures: Figure[], languages: BenchLanguage[]): string 
     "runs/s vs process per request",
     "floor req/s",
     "÷ floor",
-  ], rows);
+    "÷ boot floor (boots/s)",
+  ];
+  if (!withBootFloor) {
+    header.pop();
+    for (const row of rows) row.pop();
+  }
+  return "### Throughput, closed loop, evaluator program\n\n" + table(header, rows);
 }
 
 const OTHER_LABELS: Record<string, string> = {
   to_health: "start → /health 200",
   to_first_run: "start → first run answered",
   to_full_pool: "start → pool full",
+  boots_per_s: "fresh process + no-permission worker boots (boot floor)",
   burst_ms: "burst answered",
   recovery_ms: "burst end → pool full again",
   rss_idle: "RSS idle (process tree)",
@@ -268,12 +306,27 @@ const OTHER_LABELS: Record<string, string> = {
   processes_peak: "processes peak under load",
 };
 
-function otherTable(figures: Figure[]): string | undefined {
+function otherTable(figures: Figure[], runs: RawRun[]): string | undefined {
   const rows: string[][] = [];
-  for (const scenario of ["cold_start", "recovery", "memory"] as const) {
+  for (const scenario of ["cold_start", "boot_floor", "recovery", "memory"] as const) {
     for (const f of figures.filter((f) => f.scenario === scenario)) {
       const language = f.language ? ` (${LANGUAGE_NAMES[f.language]})` : "";
       const digits = f.unit === "count" ? 0 : undefined;
+      if (scenario === "boot_floor") {
+        // A baseline of its own, measured like the process-per-request ones: by starting
+        // processes. It has no service value to compare (the throughput table does that).
+        const loops = runs.find((run) => run.key.scenario === "boot_floor")?.summary.concurrency;
+        rows.push([
+          OTHER_LABELS[f.metric] ?? f.metric,
+          f.unit,
+          "–",
+          f.bootFloor == null ? "–" : `${num(f.bootFloor)}${loops ? ` (${loops} loops)` : ""}`,
+          "–",
+          "–",
+          "–",
+        ]);
+        continue;
+      }
       rows.push([
         `${OTHER_LABELS[f.metric] ?? f.metric}${language}`,
         f.unit,
@@ -304,7 +357,7 @@ export function renderMarkdown(results: BenchResults): string {
   const parts = [
     sequentialTable(figures, languages),
     throughputTable(figures, languages),
-    otherTable(figures),
+    otherTable(figures, results.runs),
   ].filter((part): part is string => part !== undefined);
   if (results.notes.length) {
     parts.push("Notes:\n" + results.notes.map((note) => `- ${note}`).join("\n"));

@@ -1,11 +1,12 @@
 /**
  * Smoke tests of the benchmark harness's pieces against real subprocess servers: statistics,
  * the load generator on the no-op floor, the process-per-request baselines running the
- * benchmark programs, process-tree memory, and starting/stopping servers. No timing is
+ * benchmark programs, the boot floor, process-tree memory, and starting/stopping servers. No timing is
  * asserted: the machine is shared and speed is proven by the benchmark run only.
  */
 
 import assert from "node:assert/strict";
+import { measureBootFloor } from "../bench/boot_floor.ts";
 import { checkRunSucceeded, runLoad } from "../bench/load.ts";
 import { descendants, MemorySampler, startTimeOf, treeMemory } from "../bench/proc_tree.ts";
 import { expectedScore, program, requestBody } from "../bench/programs.ts";
@@ -310,4 +311,83 @@ Deno.test("renderMarkdown shows figures with their ratios and the notes", () => 
   assert.match(markdown, /\| Python \| 16 \| one \| 300 \|.*\*\*15\.0× more\*\*/);
   assert.match(markdown, /RSS idle \(process tree\) \| MiB \| – \|/);
   assert.match(markdown, /- main\.ts does not exist yet/);
+});
+
+Deno.test("measureBootFloor boots processes with a no-permission worker at a positive rate", async () => {
+  const result = await measureBootFloor({ durationMs: 300 });
+  assert.deepEqual(result.errorKinds, {});
+  assert.deepEqual(result.concurrency, navigator.hardwareConcurrency);
+  assert.ok(result.ok >= 1 && result.ok === result.sent);
+  assert.ok(result.throughput > 0 && result.p50 > 0);
+  assert.ok(result.elapsedMs >= 300);
+
+  await assert.rejects(() => measureBootFloor({ durationMs: 10, loops: 0 }), {
+    name: "RangeError",
+    message: /loops must be a positive integer/,
+  });
+});
+
+Deno.test("renderMarkdown shows the boot floor with the new-tenant throughput it bounds", () => {
+  const key = {
+    scenario: "throughput",
+    metric: "runs_per_s",
+    language: "javascript",
+    program: "evaluator",
+    concurrency: 16,
+  } as const;
+  const bootKey = { scenario: "boot_floor", metric: "boots_per_s" } as const;
+  const figures = [
+    makeFigure({ ...key, tenancy: "one" }, {
+      unit: "runs/s",
+      better: "higher",
+      service: 300,
+      spawn: 20,
+      floor: 9000,
+    }),
+    makeFigure({ ...key, tenancy: "new" }, {
+      unit: "runs/s",
+      better: "higher",
+      service: 30,
+      spawn: 20,
+      floor: 9000,
+      bootFloor: 40,
+    }),
+    makeFigure(bootKey, { unit: "boots/s", better: "higher", bootFloor: 40 }),
+  ];
+  assert.deepEqual(figures[0].bootFloor, undefined);
+  assert.deepEqual(figures[1].vsBootFloor, 0.75);
+  assert.deepEqual(figures[2].bootFloor, 40);
+  const summary = { ...summarize([20, 30], { elapsedMs: 50 }), concurrency: 2, sent: 2 };
+  const markdown = renderMarkdown({
+    startedAt: "",
+    mode: "quick",
+    machine: {},
+    serviceEnv: {},
+    notes: [],
+    figures,
+    runs: [{ target: "boot floor", key: bootKey, summary: { ...summary, errorSamples: {} } }],
+  });
+  assert.match(markdown, /\| ÷ floor \| ÷ boot floor \(boots\/s\) \|/);
+  assert.match(markdown, /\| JS \| 16 \| one \| 300 \|.*\| 0\.03× \| {2}\|\n/);
+  assert.match(markdown, /\| JS \| 16 \| new each \| 30\.0 \|.*\| 0\.75× \(40\.0\) \|\n/);
+  assert.match(
+    markdown,
+    /\| fresh process \+ no-permission worker boots \(boot floor\) \| boots\/s \| – \| 40\.0 \(2 loops\) \|/,
+  );
+
+  // Without a boot floor (Python only), the throughput table has no such column.
+  const python = renderMarkdown({
+    startedAt: "",
+    mode: "quick",
+    machine: {},
+    serviceEnv: {},
+    notes: [],
+    figures: [makeFigure({ ...key, language: "python", tenancy: "new" }, {
+      unit: "runs/s",
+      better: "higher",
+      service: 30,
+    })],
+    runs: [],
+  });
+  assert.doesNotMatch(python, /boot floor/);
 });
