@@ -187,6 +187,32 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "semantics: TypeScript that must be transformed (enum, namespace, parameter property) keeps the user's positions",
+  opts,
+  async () => {
+    const cases: [string, string][] = [
+      ["enum E { A, B }\nconst y = E.B;\nthrow new Error(String(y));", "at main.ts:3:7"],
+      ["namespace N { export const a = 1 }\nthrow new Error(String(N.a))", "at main.ts:2:7"],
+      [
+        "class C {\n  constructor(private p: number) {}\n  m() { throw new Error('m') }\n}\nnew C(2).m();",
+        "at C.m (main.ts:3:15)\n    at main.ts:5:10",
+      ],
+    ];
+    for (const [code, frames] of cases) {
+      const outcome = await run(runtime, code, { language: "typescript" });
+      assertEquals(outcome.status, "error");
+      assertStringIncludes(outcome.stderr, frames);
+    }
+    const logged = await run(runtime, "enum E { A }\nconsole.log(new Error('x').stack)", {
+      language: "typescript",
+    });
+    assertStringIncludes(logged.stdout, "at main.ts:2:13");
+    const invalid = await runtime.validate("enum E { A }\nconst x = ;", "typescript");
+    assertEquals([invalid.error?.line, invalid.error?.column], [2, 11]);
+  },
+);
+
 Deno.test("semantics: input null and input arrays are passed as they are", opts, async () => {
   assertEquals((await run(runtime, "return input", { input: null })).retVal, "null");
   assertEquals(

@@ -26,7 +26,7 @@ import type { RunnerLaunch, RunnerLayers } from "./runner_command.ts";
 import { RUNNER_ENTRY, SERVICE_ENTRY, WORKER_ENTRY } from "./runner_command.ts";
 import { type JsRunner, type RunnerOptions, startRunner } from "./runner_process.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
-import { checkSyntax, stripTypes } from "./syntax.ts";
+import { checkSyntax, mapPositions, type PositionMap, stripTypes } from "./syntax.ts";
 
 export { runnerCommandLine } from "./runner_command.ts";
 export type {
@@ -139,15 +139,10 @@ class JavaScriptRuntime implements Runtime {
 
   async run(job: RunJob): Promise<RunOutcome> {
     const pool = this.#requirePool();
-    let code = job.code;
     const file = job.language === "typescript" ? "main.ts" : "main.js";
-    if (job.language === "typescript") {
-      const stripped = stripTypes(code);
-      if (!stripped.ok) return syntaxOutcome(stripped.problem, file);
-      code = stripped.code;
-    }
-    const problem = checkSyntax(code);
-    if (problem) return syntaxOutcome(problem, file);
+    const source = runnableSource(job.code, job.language);
+    if (!source.ok) return syntaxOutcome(source.problem, file);
+    const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
     if (tooLargeForFrame(code, input)) return tooLargeOutcome();
     const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
@@ -186,22 +181,23 @@ class JavaScriptRuntime implements Runtime {
     // Released before answering, so the tenant's next run finds this runner idle; the wait is
     // one worker message (sub-millisecond) unless the code left work running.
     pool.release(runner, await result.reusable);
-    return result.outcome;
+    if (!positions) return result.outcome;
+    // Transformed TypeScript ran on other lines: stack frames point back at the user's.
+    const { stdout, stderr } = result.outcome;
+    return {
+      ...result.outcome,
+      stdout: mapPositions(stdout, file, positions),
+      stderr: mapPositions(stderr, file, positions),
+    };
   }
 
   validate(code: string, language: Language): Promise<ValidationResult> {
     if (language !== "javascript" && language !== "typescript") {
       return Promise.reject(new Error(`expected javascript or typescript, got ${language}`));
     }
-    let source = code;
-    if (language === "typescript") {
-      const stripped = stripTypes(code);
-      if (!stripped.ok) return Promise.resolve({ valid: false, error: stripped.problem });
-      source = stripped.code;
-    }
-    const problem = checkSyntax(source);
+    const source = runnableSource(code, language);
     return Promise.resolve(
-      problem ? { valid: false, error: problem } : { valid: true, error: null },
+      source.ok ? { valid: true, error: null } : { valid: false, error: source.problem },
     );
   }
 
@@ -246,6 +242,26 @@ class JavaScriptRuntime implements Runtime {
   #nextUid(): number {
     return RUNNER_UID_BASE + (this.#uidCounter++ % RUNNER_UID_RANGE);
   }
+}
+
+/**
+ * The JavaScript a runner runs for `code`, checked as an async function body, or the syntax
+ * problem at the user's position (also when TypeScript had to be transformed).
+ */
+function runnableSource(
+  code: string,
+  language: Language,
+): { ok: true; code: string; positions?: PositionMap } | { ok: false; problem: SyntaxProblem } {
+  let source: { code: string; positions?: PositionMap } = { code };
+  if (language === "typescript") {
+    const stripped = stripTypes(code);
+    if (!stripped.ok) return stripped;
+    source = stripped;
+  }
+  const problem = checkSyntax(source.code);
+  if (!problem) return { ok: true, ...source };
+  const at = source.positions?.(problem.line, problem.column);
+  return { ok: false, problem: at ? { ...problem, ...at } : problem };
 }
 
 /** True when code and input would not fit one protocol frame (a runner would refuse it). */

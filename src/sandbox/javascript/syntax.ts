@@ -11,6 +11,7 @@
 import type { transformSync } from "amaro";
 import "amaro";
 import * as acorn from "acorn";
+import { originalPositionFor, TraceMap } from "@jridgewell/trace-mapping";
 import { createRequire } from "node:module";
 import type { SyntaxProblem } from "../../runtime.ts";
 
@@ -34,8 +35,27 @@ function loadStripper(): Stripper {
 
 let stripper = loadStripper();
 
-/** Result of {@link stripTypes}: JavaScript, or the syntax problem that prevented it. */
-export type StripResult = { ok: true; code: string } | { ok: false; problem: SyntaxProblem };
+/**
+ * Maps a 1-based line and column of stripped code back to the user's TypeScript; `undefined`
+ * where the code has no source there.
+ */
+export type PositionMap = (line: number, column: number) => SourcePosition | undefined;
+
+/** A 1-based position in the user's code. */
+export interface SourcePosition {
+  /** 1-based line. */
+  line: number;
+  /** 1-based column. */
+  column: number;
+}
+
+/**
+ * Result of {@link stripTypes}: JavaScript, or the syntax problem that prevented it. `positions`
+ * is there when the code had to be transformed (its lines moved); stripped code keeps them.
+ */
+export type StripResult =
+  | { ok: true; code: string; positions?: PositionMap }
+  | { ok: false; problem: SyntaxProblem };
 
 // Code is parsed as the body of this function so top-level `return` and `await` parse;
 // on the first line, so lines keep their numbers and only line-1 columns shift.
@@ -64,14 +84,46 @@ export function stripTypes(code: string): StripResult {
     const failure = error as AmaroError;
     if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: failed(failure) };
   }
+  let output: { code: string; map?: string };
   try {
-    const transformed = stripper.transformSync(source, { mode: "transform" }).code;
-    const start = transformed.indexOf("{") + 1;
-    const end = transformed.lastIndexOf("}");
-    return { ok: true, code: transformed.slice(start, end) };
+    output = stripper.transformSync(source, { mode: "transform", sourceMap: true });
   } catch (error) {
     return { ok: false, problem: failed(error as AmaroError) };
   }
+  const transformed = output.code;
+  const start = transformed.indexOf("{") + 1;
+  const end = transformed.lastIndexOf("}");
+  const body = transformed.slice(start, end);
+  if (!output.map) return { ok: true, code: body };
+  return { ok: true, code: body, positions: sourcePositions(output.map, start) };
+}
+
+/**
+ * The {@link PositionMap} of transformed code that starts at `start` of the transformer's output
+ * (on its first line), through the output's source map to the user's code after our PREFIX.
+ */
+function sourcePositions(map: string, start: number): PositionMap {
+  const trace = new TraceMap(map);
+  return (line, column) => {
+    const generated = { line, column: column - 1 + (line === 1 ? start : 0) };
+    const original = originalPositionFor(trace, generated);
+    if (original.line === null || original.column === null) return undefined;
+    const shift = original.line === 1 ? PREFIX.length : 0;
+    return { line: original.line, column: Math.max(1, original.column + 1 - shift) };
+  };
+}
+
+/**
+ * Rewrites `file:line:column` positions in `text` (stack frames) with `positions`; a position
+ * without a source stays as it is.
+ */
+export function mapPositions(text: string, file: string, positions: PositionMap): string {
+  if (!text.includes(file)) return text;
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return text.replace(new RegExp(`${escaped}:(\\d+):(\\d+)`, "g"), (match, line, column) => {
+    const source = positions(Number(line), Number(column));
+    return source ? `${file}:${source.line}:${source.column}` : match;
+  });
 }
 
 /** A syntax problem from amaro's error; an internal failure also replaces the parser. */
