@@ -45,6 +45,70 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a timeout keeps what print() wrote without flush, from a busy loop and from a sleep",
+  ...opts,
+  fn: async () => {
+    const busy = await runtime.run(job("print('before')\nwhile True: pass", { timeoutMs: 400 }));
+    assert.equal(busy.status, "timeout");
+    assert.equal(busy.stdout, "before\n");
+    const asleep = await runtime.run(
+      job("import time\nprint('napping')\ntime.sleep(60)", { timeoutMs: 400 }),
+    );
+    assert.equal(asleep.status, "timeout");
+    assert.equal(asleep.stdout, "napping\n");
+    await assertHealthy();
+  },
+});
+
+Deno.test({
+  name: "a timeout keeps stderr and stdout written without a newline",
+  ...opts,
+  fn: async () => {
+    const code = "import sys\nsys.stderr.write('err-no-newline')\nprint('out', end='')\n" +
+      "while True: pass";
+    const out = await runtime.run(job(code, { timeoutMs: 400 }));
+    assert.equal(out.status, "timeout");
+    assert.equal(out.error, "execution timed out after 400 ms");
+    assert.equal(out.stderr, "err-no-newline");
+    assert.equal(out.stdout, "out");
+    await assertHealthy();
+  },
+});
+
+Deno.test({
+  name: "a run that blocks the stop signal, or is stuck in C code, still ends at its timeout",
+  ...opts,
+  fn: async () => {
+    const blocking = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" +
+      "signal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))\nwhile True: pass";
+    const inC = "print('lost in C')\nsum(range(10**12))";
+    for (const code of [blocking, inC]) {
+      const started = performance.now();
+      const out = await runtime.run(job(code, { timeoutMs: 400 }));
+      const elapsed = performance.now() - started;
+      assert.equal(out.status, "timeout", code);
+      assert.ok(elapsed < 400 + 2_000, `answered after ${elapsed} ms`);
+    }
+    await assertHealthy();
+  },
+});
+
+Deno.test({
+  name: "output flushed at a timeout is still capped and marked truncated",
+  ...opts,
+  fn: async () => {
+    // A buffer far larger than the cap, flushed only when the timeout stops the run.
+    const code = "import io, sys, time\n" +
+      "sys.stdout = io.TextIOWrapper(open(1, 'wb', buffering=1 << 20, closefd=False))\n" +
+      "print('y' * 200_000)\ntime.sleep(60)";
+    const out = await runtime.run(job(code, { timeoutMs: 400 }));
+    assert.equal(out.truncated, true);
+    assert.equal(out.stdout.length, 64 * 1024);
+    await assertHealthy();
+  },
+});
+
+Deno.test({
   name: "a timeout kills the whole process tree, daemonized grandchildren too",
   ...opts,
   fn: async () => {

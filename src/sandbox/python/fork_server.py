@@ -59,6 +59,11 @@ SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
 OUT_FD = 1
 READ_CHUNK = 65536
+# At its timeout a run gets SIGTERM, which writes out what its code printed and Python still
+# buffers, and this long to end before its group gets SIGKILL: the host answers by itself at
+# timeout + 90 ms, so what the run wrote must be read well before that.
+STOP_SIGNAL = signal.SIGTERM
+STOP_GRACE = 0.04
 
 
 def send(event):
@@ -608,6 +613,23 @@ CHILD_STDIO = (
 )
 
 
+def stop_on_signal(signum, frame):
+    """The server's timeout (STOP_SIGNAL): output still in Python's buffers (print without
+    flush, stderr without a newline) would die with a SIGKILL, so it is written out first, then
+    the process ends as by the signal. Code stuck in C or blocking the signal never gets here:
+    SIGKILL follows STOP_GRACE later anyway."""
+    for stream in (sys.stdout, sys.stderr, *CHILD_STDIO[1:]):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    try:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    finally:
+        os._exit(128 + signum)  # the init of a pid namespace ignores its own default signals
+
+
 def read_exactly(fd, size):
     data = bytearray()
     while len(data) < size:
@@ -633,6 +655,7 @@ def runner(uid, tmpdir, job_fd, result_fd):
     remap_paths()
     sys.stdin, sys.stdout, sys.stderr = CHILD_STDIO
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = CHILD_STDIO
+    signal.signal(STOP_SIGNAL, stop_on_signal)  # before the job: nothing for the run to pay
     sys.argv = [USER_FILE]
     reseed()
     header = read_exactly(job_fd, 8)
@@ -784,9 +807,9 @@ def make_spare(sid):
     send({"ev": "spare", "id": sid, "pid": pid})
 
 
-def kill_group(spare):
+def kill_group(spare, sig=signal.SIGKILL):
     try:
-        os.killpg(spare.pid, signal.SIGKILL)
+        os.killpg(spare.pid, sig)
     except OSError:
         pass
 
@@ -1138,10 +1161,17 @@ def check_deadlines():
     nearest = None
     for spare in list(SPARES.values()):
         if spare.running and spare.deadline is not None and not spare.killed:
-            if now >= spare.deadline:
+            if now >= spare.deadline and not spare.timed_out:
+                # First the stop signal, so the run writes out its buffered output.
                 spare.timed_out = True
+                spare.deadline = now + STOP_GRACE
+                if spare.status is None:
+                    kill_group(spare, STOP_SIGNAL)
+            if now >= spare.deadline:
+                # The grace is over, whatever the run does with the signal: answer now.
                 spare.killed = True
-                kill_group(spare)
+                if spare.status is None:
+                    kill_group(spare)
                 answer_now(spare)
             elif nearest is None or spare.deadline < nearest:
                 nearest = spare.deadline
