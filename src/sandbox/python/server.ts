@@ -287,21 +287,38 @@ export class ForkServer {
   }
 }
 
+/** Tries to remove a dead server's cgroups this many times, this far apart (about 2 s). */
+const CGROUP_REMOVE_ATTEMPTS = 40;
+const CGROUP_RETRY_MS = 50;
+
 /**
  * Removes a dead server's cgroups: its slot groups, then its own. A group that still holds a
- * process refuses (EBUSY) and is left; nothing else is touched.
+ * process refuses (EBUSY): the server's children are ended with it but can take a few
+ * milliseconds to leave, so busy groups are tried again for a while; nothing else is touched.
  */
 async function removeCgroups(bases: string[]): Promise<void> {
-  for (const base of bases) {
-    try {
-      for await (const entry of Deno.readDir(base)) {
-        if (entry.isDirectory && /^s\d+$/.test(entry.name)) {
-          await Deno.remove(`${base}/${entry.name}`).catch(() => {});
-        }
-      }
-      await Deno.remove(base);
-    } catch {
-      // already gone, or still busy
+  let left = bases;
+  for (let attempt = 0; left.length > 0 && attempt < CGROUP_REMOVE_ATTEMPTS; attempt++) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, CGROUP_RETRY_MS));
+    const busy: string[] = [];
+    for (const base of left) {
+      if (!(await removeCgroup(base))) busy.push(base);
     }
+    left = busy;
+  }
+}
+
+/** Removes one server's cgroup dir and its per-run groups; false while one is still busy. */
+async function removeCgroup(base: string): Promise<boolean> {
+  try {
+    for await (const entry of Deno.readDir(base)) {
+      if (entry.isDirectory && /^s\d+$/.test(entry.name)) {
+        await Deno.remove(`${base}/${entry.name}`).catch(() => {});
+      }
+    }
+    await Deno.remove(base);
+    return true;
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound;
   }
 }
