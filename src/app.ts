@@ -457,7 +457,7 @@ function defaultError(
     case "memory_limit":
       return `memory limit of ${context.config.memoryLimitMb} MiB exceeded`;
     case "output_limit":
-      return `output exceeded the limit of ${context.config.maxOutputBytes} bytes; the run was stopped`;
+      return `output limit of ${context.config.maxOutputBytes} bytes exceeded`;
     case "crashed":
       return "the sandbox crashed";
   }

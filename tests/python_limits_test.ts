@@ -94,6 +94,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a return value past the output cap is output_limit, as in JavaScript",
+  ...opts,
+  fn: async () => {
+    // testSettings() caps output at 64 KiB.
+    for (const code of ["'y' * (64 * 1024 + 1)", "return_val('y' * (64 * 1024 + 1))"]) {
+      const out = await runtime.run(job(`print('before')\n${code}`));
+      assert.equal(out.status, "output_limit", code);
+      assert.equal(out.truncated, true);
+      assert.equal(out.retVal, "");
+      assert.equal(out.stdout, "before\n");
+      assert.equal(out.error, "output limit of 65536 bytes exceeded");
+    }
+    const fits = await runtime.run(job("'y' * (64 * 1024 - 2)"));
+    assert.equal(fits.status, "success");
+    assert.equal(fits.retVal.length, 64 * 1024);
+    await assertHealthy();
+  },
+});
+
+Deno.test({
   name: "output flushed at a timeout is still capped and marked truncated",
   ...opts,
   fn: async () => {
@@ -144,7 +164,7 @@ Deno.test({
   fn: async () => {
     const out = await runtime.run(job("x = []\nwhile True:\n    x.append(' ' * 10_000_000)"));
     assert.equal(out.status, "memory_limit");
-    assert.match(out.error ?? "", /memory limit of 256 MB exceeded/);
+    assert.match(out.error ?? "", /memory limit of 256 MiB exceeded/);
     assert.match(out.stderr, /MemoryError/);
     const big = await runtime.run(job("b = bytearray(1 << 30)"));
     assert.equal(big.status, "memory_limit");

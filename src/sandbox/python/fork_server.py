@@ -1050,6 +1050,12 @@ def outcome(spare, report):
         returned = report.get("returned")
         event["explicit"] = explicit if isinstance(explicit, str) else None
         event["returned"] = returned if isinstance(returned, str) else None
+    # A return value is output too: past the cap it is dropped, as in JS.
+    oversized = any(
+        value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_OUTPUT
+        for value in (event["explicit"], event["returned"]))
+    if oversized:
+        event.update(explicit=None, returned=None, truncated=True)
     signaled = status is not None and os.WIFSIGNALED(status)
     sig = os.WTERMSIG(status) if signaled else 0
     if status is not None:
@@ -1060,9 +1066,9 @@ def outcome(spare, report):
     if spare.timed_out:
         event.update(status="timeout", exit_code=128 + signal.SIGKILL,
                      error="execution timed out after %d ms" % spare.timeout_ms)
-    elif spare.over_output:
+    elif spare.over_output or oversized:
         event.update(status="output_limit", exit_code=code,
-                     error="output exceeded the limit of %d bytes" % MAX_OUTPUT)
+                     error="output limit of %d bytes exceeded" % MAX_OUTPUT)
     elif signaled:
         if sig == signal.SIGXCPU:
             event.update(status="timeout", exit_code=code, error="cpu time limit exceeded")
@@ -1070,7 +1076,7 @@ def outcome(spare, report):
                 sig == signal.SIGABRT and (
                     "MemoryError" in err_text or "Cannot allocate memory" in err_text)):
             event.update(status="memory_limit", exit_code=code,
-                         error="memory limit of %d MB exceeded" % (MEMORY_LIMIT >> 20))
+                         error="memory limit of %d MiB exceeded" % (MEMORY_LIMIT >> 20))
         else:
             try:
                 name = signal.Signals(sig).name
@@ -1080,7 +1086,7 @@ def outcome(spare, report):
                          error="the sandbox process died from signal %s" % name)
     elif report is not None and report.get("kind") == "memory":
         event.update(status="memory_limit", exit_code=1,
-                     error="memory limit of %d MB exceeded" % (MEMORY_LIMIT >> 20))
+                     error="memory limit of %d MiB exceeded" % (MEMORY_LIMIT >> 20))
     else:
         if report is not None and isinstance(report.get("exit_code"), int):
             code = report["exit_code"]
