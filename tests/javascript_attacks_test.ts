@@ -48,15 +48,17 @@ Deno.test("attacks: runtime starts with every isolation layer this host offers",
 });
 
 Deno.test("attacks: the escape prelude really reaches the worker realm", opts, async () => {
-  // Without this, the escaped variants below would prove nothing. A runner's first run runs
-  // in the worker realm itself (W is its global); later runs of the tenant in vm contexts.
+  // Without this, the escaped variants below would prove nothing. A tenant's first run runs
+  // in its runner's worker realm itself (W is its global); its later runs in vm contexts.
   const code = ESCAPE +
     "const fs = await imp('node:fs'); return [W === globalThis, typeof fs.readFileSync]";
   const first = await run(runtime, code, { tenant: "escape" });
   assertEquals(first.retVal, '[true,"function"]');
   const second = await run(runtime, code, { tenant: "escape" });
-  assertEquals(second.instanceId, first.instanceId);
   assertEquals(second.retVal, '[false,"function"]');
+  const third = await run(runtime, code, { tenant: "escape" });
+  assertEquals(third.instanceId, second.instanceId);
+  assertEquals(third.retVal, '[false,"function"]');
 });
 
 Deno.test("attacks: reading a host file is denied", opts, async () => {
@@ -252,7 +254,6 @@ await runtime.shutdown();
     // In the worker realm, W.console is the run's own console: its output is the run's.
     assertEquals(first.status, "success", first.stderr);
     assertEquals([first.stdout, first.stderr], ["FORGED-1\n", "FORGED-2\n"]);
-    assertEquals(outcome.instanceId, first.instanceId);
     assertEquals(outcome.status, "success", outcome.stderr);
     assertEquals(outcome.retVal, '"undefined"');
     assert(!outcome.stdout.includes("FORGED"), "worker-realm writes never reach the run's output");
@@ -354,7 +355,8 @@ Deno.test(
       "return [({}).polluted, [1].includes(2), typeof leak];",
       tenant,
     );
-    assertEquals(polluter.instanceId, opener.instanceId);
+    // The opener's runner served only it; the tenant's next runs share a kept runner.
+    assert(polluter.instanceId !== opener.instanceId, "a first run's runner is not reused");
     assertEquals(victim.instanceId, polluter.instanceId);
     assertEquals(victim.retVal, '[null,false,"undefined"]');
   },
@@ -399,6 +401,7 @@ Deno.test("attacks: subtle changes to the worker realm also retire its runner", 
 });
 
 Deno.test("attacks: timers of a run never fire in a later run of the tenant", opts, async () => {
+  await run(runtime, "return 0", { tenant: "timers" });
   const setter = await run(
     runtime,
     "setInterval(() => console.log('LEAK interval'), 1);\n" +
@@ -416,6 +419,47 @@ Deno.test("attacks: timers of a run never fire in a later run of the tenant", op
   assertEquals(later.retVal, '"clean"');
   await assertStillServes();
 });
+
+Deno.test(
+  "attacks: a run that wraps node:vm in the worker's realm cannot reach the tenant's next run",
+  opts,
+  async () => {
+    // It covers its tracks: every global and prototype that loading Node's modules changed is
+    // put back, so only the wrapped Script.prototype.runInContext differs.
+    const wrap = ESCAPE + `const watched = [W, W.MessagePort.prototype, W.EventTarget.prototype];
+const saved = watched.map((o) => new Map(Reflect.ownKeys(o).map((k) => [k, Object.getOwnPropertyDescriptor(o, k)])));
+const vm = W.process.getBuiltinModule('node:vm');
+const original = vm.Script.prototype.runInContext;
+vm.Script.prototype.runInContext = function (context, ...rest) {
+  const result = original.call(this, context, ...rest);
+  if (typeof result !== 'function') return result;
+  return function () {
+    const log = context.console.log;
+    context.console.log = (...args) => log('HIJACKED', JSON.stringify(context.input), ...args);
+    return result.apply(this, arguments);
+  };
+};
+watched.forEach((o, i) => {
+  for (const k of Reflect.ownKeys(o)) if (!saved[i].has(k)) delete o[k];
+  for (const [k, d] of saved[i]) { try { Object.defineProperty(o, k, d); } catch {} }
+});
+return 'wrapped';`;
+    const victim = "console.log('victim'); return input.secret.length";
+    await run(runtime, "return 'first'", { tenant: "vm-wrap" });
+    const wrapper = await run(runtime, wrap, { tenant: "vm-wrap" });
+    assertEquals(wrapper.retVal, '"wrapped"', wrapper.stderr);
+    for (let i = 0; i < 2; i++) {
+      const outcome = await run(runtime, victim, {
+        tenant: "vm-wrap",
+        input: { secret: "S3CRET" },
+      });
+      assertEquals(outcome.status, "success", outcome.stderr);
+      assertEquals(outcome.stdout, "victim\n");
+      assert(outcome.instanceId !== wrapper.instanceId, "the wrapped runner was retired");
+    }
+    await assertStillServes();
+  },
+);
 
 Deno.test("attacks: stacks a run can read never name the service's files", opts, async () => {
   const code = "const sync = new Error('sync').stack;\nawait null;\n" +

@@ -70,9 +70,12 @@ Deno.test("pool: 16 concurrent runs of one tenant all succeed", opts, async () =
   assert(stats.totalInstances <= 16);
 });
 
-Deno.test("pool: a tenant's next runs reuse its warm runners", opts, async () => {
+Deno.test("pool: a returning tenant's next runs reuse its kept runner", opts, async () => {
+  // A tenant's first run gets a runner of its own that serves no other run.
+  const opener = await run(runtime, SEED, { tenant: "warm" });
   const first = await run(runtime, SEED, { tenant: "warm" });
   const second = await run(runtime, SEED, { tenant: "warm" });
+  assert(first.instanceId !== opener.instanceId, "the first run's runner is not reused");
   assertEquals(second.instanceId, first.instanceId);
 });
 

@@ -45,6 +45,10 @@ const DATA_BASE_MB = { worker: 1152, inline: 640 } as const;
 /** First uid of the range runners run as when the service is root. */
 const RUNNER_UID_BASE = 2_000_000;
 const RUNNER_UID_RANGE = 60_000;
+/** Default of {@link JavaScriptRuntimeOptions.idleTtlMs}. */
+const IDLE_TTL_MS = 60_000;
+/** Tenants remembered as recent at most (a few hundred KiB). */
+const RECENT_TENANTS = 10_000;
 /** Boots tried for one job when they fail before its code started. */
 const BOOT_ATTEMPTS = 3;
 
@@ -89,6 +93,8 @@ class JavaScriptRuntime implements Runtime {
   #cacheDir: string | undefined;
   #started = false;
   #uidCounter = 0;
+  /** Tenants by the time of their last run, oldest first. */
+  #recentTenants = new Map<string, number>();
 
   constructor(settings: RuntimeSettings, options: JavaScriptRuntimeOptions) {
     this.#settings = settings;
@@ -127,7 +133,7 @@ class JavaScriptRuntime implements Runtime {
       max: Math.max(settings.maxInstances, 1),
       maxRuns: this.#options.maxRunsPerRunner ?? 500,
       maxAgeMs: this.#options.maxRunnerAgeMs ?? 10 * 60_000,
-      idleTtlMs: this.#options.idleTtlMs ?? 60_000,
+      idleTtlMs: this.#options.idleTtlMs ?? IDLE_TTL_MS,
       bootConcurrency: this.#options.bootConcurrency ??
         Math.max(2, 2 * (navigator.hardwareConcurrency ?? 1)),
       onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
@@ -145,7 +151,11 @@ class JavaScriptRuntime implements Runtime {
     const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
     if (tooLargeForFrame(code, input)) return tooLargeOutcome();
-    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
+    // A tenant's first run gets a runner of its own that serves no other run (it runs the code
+    // in its worker's realm and never loads node:vm); a tenant that comes back gets a runner
+    // kept for its later runs.
+    const keep = this.#returning(job.tenant);
+    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs, keep };
     let runner: JsRunner;
     let result;
     // Every retry below is safe: the code never started. Dead idle runners are dropped one by
@@ -180,7 +190,8 @@ class JavaScriptRuntime implements Runtime {
     }
     // Released before answering, so the tenant's next run finds this runner idle; the wait is
     // one worker message (sub-millisecond) unless the code left work running.
-    pool.release(runner, await result.reusable);
+    const reusable = await result.reusable;
+    pool.release(runner, keep && reusable);
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr } = result.outcome;
@@ -237,6 +248,23 @@ class JavaScriptRuntime implements Runtime {
   #requirePool(): SandboxPool<JsRunner> {
     if (!this.#pool) throw new Error("the javascript runtime is not started: call start() first");
     return this.#pool;
+  }
+
+  /**
+   * Records a run of `tenant`; true when the tenant also ran within the idle TTL (so its runners
+   * are worth keeping). Anonymous runs never come back.
+   */
+  #returning(tenant: string | undefined): boolean {
+    if (tenant === undefined) return false;
+    const now = performance.now();
+    const seen = this.#recentTenants.get(tenant);
+    // Re-inserted, so the map's order is the order of last runs and the oldest goes first.
+    this.#recentTenants.delete(tenant);
+    this.#recentTenants.set(tenant, now);
+    if (this.#recentTenants.size > RECENT_TENANTS) {
+      this.#recentTenants.delete(this.#recentTenants.keys().next().value!);
+    }
+    return seen !== undefined && now - seen < (this.#options.idleTtlMs ?? IDLE_TTL_MS);
   }
 
   #nextUid(): number {
@@ -316,12 +344,13 @@ async function fillCodeCache(options: RunnerOptions): Promise<void> {
   let runner: JsRunner | undefined;
   try {
     runner = await startRunner({ ...options, layers: { ...options.layers, uid: false } });
-    // Two runs: a runner's second run is the first to load node:vm.
+    // Kept runs load node:vm and compile what a vm context run needs.
     for (let i = 0; i < 2; i++) {
       const { reusable } = await runner.run({
         code: "return 1",
         file: "warm.js",
         timeoutMs: 10_000,
+        keep: true,
       });
       if (!await reusable) break;
     }

@@ -21,6 +21,11 @@ export interface RunFrame {
   input?: string;
   /** Cap on each of stdout and stderr, in UTF-8 bytes. */
   maxOutputBytes: number;
+  /**
+   * The host keeps the runner for the tenant's later runs: the run gets a fresh vm context.
+   * Without it the run may use the worker's own realm, and the runner serves no other run.
+   */
+  keep?: boolean;
 }
 
 /** Runner → host: the runner finished booting and waits for runs. */

@@ -3,10 +3,11 @@
  * in inline mode, in the runner's own thread once its permissions are revoked). It is trusted
  * code: it closes what a "none" realm can still reach, then runs each piece of user code as an
  * async function body with Deno's console formatting, `input`, `return_val` and timers that die
- * with the run. The first run of a realm runs in the realm itself, which is as fresh as a new vm
- * context then (every runner boots a new one); later runs each get a fresh `node:vm` context.
- * `node:vm` costs more to load than a runner spends on a trivial run, and most runners never get
- * a second run, so it is loaded only when one arrives.
+ * with the run. A run the host will not follow with another (most runners serve one run) runs in
+ * the realm itself, as fresh as a new vm context then, and the runner takes no other run. A
+ * runner the host keeps for a tenant's later runs gives each a fresh `node:vm` context, with the
+ * realm checked against its baseline before each. `node:vm` costs more to load than a trivial
+ * run, so only kept runners load it, before their first run.
  *
  * Frames in: `run` (see protocol.ts). Frames out: `out`, `done`, `idle`, `refused`, for the host.
  *
@@ -108,7 +109,11 @@ type Vm = typeof import("node:vm");
 /** `node:vm`, once a run needed it. */
 let vm: Vm | undefined;
 
-/** True once user code ran in this realm itself: every later run needs a vm context. */
+/**
+ * True once user code ran in this realm itself. Such a runner serves no other run: that code
+ * had the realm to itself before anything was checked (it could load and change `node:vm`
+ * before the runner ever loaded it), so every later run is refused.
+ */
 let realmUsed = false;
 
 function lockDown(): void {
@@ -260,6 +265,44 @@ const WATCHED: object[] = [
   EventTarget.prototype,
 ];
 let baseline: unknown[] = [];
+
+/**
+ * Takes the baseline of the watched objects. Lazily defined properties settle on first read,
+ * so all are read first; not the globals': theirs are accessors that stay as they are when
+ * read, and reading them loads what they stand for (`process` alone loads Node's polyfills,
+ * 10-15 ms of CPU that most runners never need). Only while no user code has run here.
+ */
+function takeBaseline(): void {
+  for (const object of WATCHED) {
+    if (object === globalThis || object === Deno) continue;
+    for (const key of ownKeys(object)) {
+      try {
+        (object as AnyRecord)[key];
+      } catch {
+        // a getter that throws stays a getter
+      }
+    }
+  }
+  baseline = integritySnapshot();
+  baselineGlobals = new Set(ownKeys(globalThis));
+}
+
+/**
+ * Adds what the vm path calls to the watched objects (a run that reaches this realm could
+ * wrap `Script.prototype.runInContext` and read or write the tenant's later runs) and takes
+ * the baseline again: loading `node:vm` also changed some globals. Called once, right after
+ * the module loaded and before any user code ran in this realm.
+ */
+function watchVm(module: Vm): void {
+  WATCHED.push(
+    module,
+    module.Script,
+    module.Script.prototype,
+    module.createContext,
+    module.runInContext,
+  );
+  takeBaseline();
+}
 
 function integritySnapshot(): unknown[] {
   const entries: unknown[] = [];
@@ -530,12 +573,14 @@ async function run(frame: RunFrame): Promise<void> {
     finished: false,
     memory: false,
   });
-  if (realmChanged()) {
+  if (realmUsed || realmChanged()) {
     post({ t: "refused", id: frame.id });
     return;
   }
   let body: (() => Promise<unknown>) | undefined;
-  if (!realmUsed) {
+  // A run the host will not follow with another (most runners serve one) runs in this realm;
+  // a runner kept for its tenant's later runs gives each a fresh vm context.
+  if (!frame.keep && !vm) {
     // The warm-up is our own code: the first user run still finds the realm untouched.
     realmUsed = frame.id !== WARM_UP_ID;
     current = state;
@@ -549,12 +594,9 @@ async function run(frame: RunFrame): Promise<void> {
   }
   if (!body) {
     if (!vm) {
+      // No user code has run in this realm yet: what the module is now is what it must stay.
       vm = await import("node:vm");
-      // Whatever the realm ran may have been busy while the module loaded: check again.
-      if (realmChanged()) {
-        post({ t: "refused", id: frame.id });
-        return;
-      }
+      watchVm(vm);
       exposed = exposedGlobals(vm);
     }
     current = state;
@@ -614,22 +656,7 @@ export async function installSandbox(
   await warmed.promise;
   post = send;
   current = undefined;
-  // Lazily defined properties settle on first read; read them all before the baseline. Not
-  // the globals': theirs are accessors that stay as they are when read, and reading them
-  // loads what they stand for (`process` alone loads Node's polyfills, 10-15 ms of CPU that
-  // most runners never need).
-  for (const object of WATCHED) {
-    if (object === globalThis || object === Deno) continue;
-    for (const key of ownKeys(object)) {
-      try {
-        (object as AnyRecord)[key];
-      } catch {
-        // a getter that throws stays a getter
-      }
-    }
-  }
-  baseline = integritySnapshot();
-  baselineGlobals = new Set(ownKeys(globalThis));
+  takeBaseline();
   return (frame) => {
     if (frame?.t === "run") run(frame);
   };

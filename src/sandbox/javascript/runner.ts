@@ -57,14 +57,18 @@ export async function main(
   send({ t: "ready" });
 
   const decoder = new FrameDecoder();
-  for await (const chunk of conn.readable) {
-    for (const body of decoder.push(chunk)) {
-      const frame = JSON.parse(body) as RunFrame;
-      if (frame.t !== "run") continue;
-      // The code starts only once the host knows it was received (see AckFrame).
-      await send({ t: "ack", id: frame.id });
-      onRun(frame);
+  try {
+    for await (const chunk of conn.readable) {
+      for (const body of decoder.push(chunk)) {
+        const frame = JSON.parse(body) as RunFrame;
+        if (frame.t !== "run") continue;
+        // The code starts only once the host knows it was received (see AckFrame).
+        await send({ t: "ack", id: frame.id });
+        onRun(frame);
+      }
     }
+  } catch {
+    // A reset connection: the host went away as well.
   }
   // The host closed the socket: nothing more to do.
   exit(0);

@@ -50,6 +50,8 @@ export interface RunnerJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
+  /** The runner will serve the tenant's later runs too (see {@link RunFrame.keep}). */
+  keep?: boolean;
 }
 
 /** The outcome of a run plus whether the runner may serve another run. */
@@ -169,6 +171,7 @@ export class JsRunner implements Sandbox {
       maxOutputBytes: this.#options.maxOutputBytes,
     };
     if (job.input !== undefined) frame.input = job.input;
+    if (job.keep) frame.keep = true;
     const { promise, resolve, reject } = Promise.withResolvers<RunOutcome>();
     const idle = Promise.withResolvers<boolean>();
     this.#idleWaiter = { id, resolve: idle.resolve };
