@@ -132,6 +132,18 @@ Deno.test("limits: a return value larger than the cap is output_limit", opts, as
   const outcome = await run(runtime, "return 'x'.repeat(100000);");
   assertEquals(outcome.status, "output_limit");
   assertEquals(outcome.truncated, true);
+  // The cap counts UTF-8 bytes: 2 bytes per "é", 3 per "日", fewer UTF-16 units than the cap.
+  for (
+    const code of [
+      `return_val('é'.repeat(${MAX_OUTPUT / 2 + 1}))`,
+      `return '日'.repeat(${Math.ceil(MAX_OUTPUT / 3)})`,
+    ]
+  ) {
+    const wide = await run(runtime, code);
+    assertEquals([wide.status, wide.retVal, wide.truncated], ["output_limit", "", true], code);
+  }
+  const fits = await run(runtime, `return_val('é'.repeat(${MAX_OUTPUT / 2}))`);
+  assertEquals(fits.status, "success");
   await assertStillServes();
 });
 

@@ -210,6 +210,14 @@ Deno.test(
     assertStringIncludes(logged.stdout, "at main.ts:2:13");
     const invalid = await runtime.validate("enum E { A }\nconst x = ;", "typescript");
     assertEquals([invalid.error?.line, invalid.error?.column], [2, 11]);
+    const read = await run(
+      runtime,
+      "enum E { A = 1 }\nconst e = new Error('x');\nreturn e.stack;",
+      {
+        language: "typescript",
+      },
+    );
+    assertStringIncludes(read.retVal, "main.ts:2:11");
   },
 );
 
@@ -357,6 +365,10 @@ Deno.test(
     const ran = await run(runtime, "console.log(1)\n}\nreturn 2");
     assertEquals(ran.status, "error");
     assertStringIncludes(ran.stderr, "main.js:2:1");
+    for (const [code, line, column] of [["let x: number = 1;\n}", 2, 1], ["}", 1, 1]] as const) {
+      const ts = await runtime.validate(code, "typescript");
+      assertEquals([ts.valid, ts.error?.line, ts.error?.column], [false, line, column]);
+    }
   },
 );
 

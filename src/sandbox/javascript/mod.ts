@@ -194,11 +194,12 @@ class JavaScriptRuntime implements Runtime {
     pool.release(runner, keep && reusable);
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
-    const { stdout, stderr } = result.outcome;
+    const { stdout, stderr, retVal } = result.outcome;
     return {
       ...result.outcome,
       stdout: mapPositions(stdout, file, positions),
       stderr: mapPositions(stderr, file, positions),
+      retVal: mapPositions(retVal, file, positions),
     };
   }
 

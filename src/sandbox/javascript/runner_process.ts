@@ -273,8 +273,9 @@ export class JsRunner implements Sandbox {
       return;
     }
     const cap = this.#options.maxOutputBytes;
-    const oversized = frame.oversized || (frame.explicit?.length ?? 0) > cap ||
-      (frame.returned?.length ?? 0) > cap;
+    // The cap is in UTF-8 bytes, as for stdout and stderr (a UTF-16 length undercounts).
+    const oversized = frame.oversized || utf8Length(frame.explicit ?? "") > cap ||
+      utf8Length(frame.returned ?? "") > cap;
     const status: RunStatus = frame.memory
       ? "memory_limit"
       : oversized

@@ -82,13 +82,13 @@ export function stripTypes(code: string): StripResult {
     return { ok: true, code: stripped.slice(PREFIX.length, stripped.length - SUFFIX.length) };
   } catch (error) {
     const failure = error as AmaroError;
-    if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: failed(failure) };
+    if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: located(code, failure) };
   }
   let output: { code: string; map?: string };
   try {
     output = stripper.transformSync(source, { mode: "transform", sourceMap: true });
   } catch (error) {
-    return { ok: false, problem: failed(error as AmaroError) };
+    return { ok: false, problem: located(code, error as AmaroError) };
   }
   const transformed = output.code;
   const start = transformed.indexOf("{") + 1;
@@ -124,6 +124,29 @@ export function mapPositions(text: string, file: string, positions: PositionMap)
     const source = positions(Number(line), Number(column));
     return source ? `${file}:${source.line}:${source.column}` : match;
   });
+}
+
+/**
+ * The problem of a body that failed to parse inside our function. When that lands after the
+ * user's lines (a stray `}` closed the function early, so our closing brace is what fails), the
+ * code alone is parsed for where it really goes wrong.
+ */
+function located(code: string, error: AmaroError): SyntaxProblem {
+  const problem = failed(error);
+  if (problem.line <= code.split("\n").length) return problem;
+  try {
+    stripper.transformSync(code, { mode: "strip-only" });
+  } catch (bare) {
+    const failure = bare as AmaroError;
+    if (failure.code === "InvalidSyntax" && failure.startLine !== undefined) {
+      return {
+        message: failure.message ?? problem.message,
+        line: failure.startLine,
+        column: (failure.startColumn ?? 0) + 1,
+      };
+    }
+  }
+  return problem;
 }
 
 /** A syntax problem from amaro's error; an internal failure also replaces the parser. */
