@@ -96,6 +96,15 @@ Deno.test(
       assert(!outcome.stdout.includes("sandbox:"), outcome.stdout);
       assertStringIncludes(outcome.stderr, "Uncaught 1");
     }
+    // And so do stacks the code returns or hands to return_val.
+    const returned = "const e = new Error('r');\nreturn_val(e.stack); return new Error('q').stack;";
+    const [r1, r2] = await twice(returned, "stack-returned");
+    for (const outcome of [r1, r2]) {
+      assertEquals(outcome.retVal, "Error: r\n    at main.js:1:11");
+    }
+    const [q1, q2] = await twice("return new Error('q').stack;", "stack-returned-value");
+    assertEquals(q1.retVal, JSON.stringify("Error: q\n    at main.js:1:8"));
+    assertEquals(q2.retVal, q1.retVal);
     // TypeScript keeps its lines as well.
     const ts = "type A = {\n  x: number;\n};\nconst a: A = {x: 1};\nthrow new Error('ts ' + a.x);";
     for (let i = 0; i < 2; i++) {

@@ -424,6 +424,12 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   if (run.explicit !== undefined) done.explicit = run.explicit;
   if (run.memory) done.memory = true;
   const limit = run.maxOutputBytes;
+  const file = run.realmFile;
+  if (file !== undefined && (done.explicit?.length ?? 0) <= limit) {
+    // Stacks the code returns read as they would in a vm context run, like its printed ones.
+    if (done.explicit?.includes(REALM_SCHEME)) done.explicit = mapRealmFrames(done.explicit, file);
+    if (done.returned?.includes(REALM_SCHEME)) done.returned = mapRealmFrames(done.returned, file);
+  }
   if ((done.explicit?.length ?? 0) > limit || (done.returned?.length ?? 0) > limit) {
     delete done.explicit;
     delete done.returned;
