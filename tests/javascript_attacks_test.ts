@@ -406,7 +406,8 @@ Deno.test("attacks: timers of a run never fire in a later run of the tenant", op
     runtime,
     "setInterval(() => console.log('LEAK interval'), 1);\n" +
       "setTimeout(() => { console.log('LEAK timeout'); return_val('LEAKED'); }, 20);\n" +
-      "AbortSignal.timeout(20).onabort = () => console.log('LEAK abort');\nreturn 1;",
+      "AbortSignal.timeout(20).onabort = () => console.log('LEAK abort');\n" +
+      "const again = () => setImmediate(again);\nsetImmediate(again);\nreturn 1;",
     { tenant: "timers" },
   );
   const later = await run(

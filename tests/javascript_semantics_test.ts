@@ -261,6 +261,8 @@ const n = setTimeout(() => fired.push("by number"), 1);
 clearTimeout(Number(n));
 const early = setInterval(() => fired.push("interval"), 1);
 clearInterval(early);
+clearImmediate(setImmediate(() => fired.push("immediate")));
+await new Promise((resolve) => setImmediate(resolve));
 let ticks = 0;
 await new Promise((resolve) => {
   const i = setInterval(() => { if (++ticks === 3) { clearInterval(i); resolve(); } }, 1);

@@ -37,6 +37,8 @@ interface Timers {
   setTimeout: SetTimer;
   setInterval: SetTimer;
   clearTimeout: ClearTimer;
+  setImmediate: (callback: () => void, ...args: unknown[]) => TimerHandle;
+  clearImmediate: ClearTimer;
 }
 // Deno loads its timers module on the first read of `setTimeout` (about 10 ms of CPU, a sixth
 // of a runner's boot): only the accessors are taken here, and a run that sets no timer never
@@ -45,6 +47,8 @@ const timerAccess = {
   setTimeout: describe(globalThis, "setTimeout"),
   setInterval: describe(globalThis, "setInterval"),
   clearTimeout: describe(globalThis, "clearTimeout"),
+  setImmediate: describe(globalThis, "setImmediate"),
+  clearImmediate: describe(globalThis, "clearImmediate"),
 };
 let timers: Timers | undefined;
 function realTimers(): Timers {
@@ -58,6 +62,8 @@ function realTimers(): Timers {
     setTimeout: take(timerAccess.setTimeout),
     setInterval: take(timerAccess.setInterval),
     clearTimeout: take(timerAccess.clearTimeout),
+    setImmediate: take(timerAccess.setImmediate),
+    clearImmediate: take(timerAccess.clearImmediate),
   };
   return timers;
 }
@@ -96,6 +102,8 @@ interface RunState {
   bytes: [number, number];
   explicit?: string;
   timers: Set<TimerHandle>;
+  /** `setImmediate` handles of the run, cleared with its timers. */
+  immediates: Set<TimerHandle>;
   finished: boolean;
   memory: boolean;
   /** Set when the run runs in this realm itself: its file name, for mapping stack frames. */
@@ -167,6 +175,8 @@ function lockDown(): void {
   scope.setInterval = trackedTimer("setInterval");
   scope.clearTimeout = clearTracked;
   scope.clearInterval = clearTracked;
+  scope.setImmediate = trackedImmediate;
+  scope.clearImmediate = clearTrackedImmediate;
   listen("unhandledrejection", (event) => {
     event.preventDefault();
     uncaught(event.reason, "Uncaught (in promise)");
@@ -188,6 +198,21 @@ function trackedTimer(kind: "setTimeout" | "setInterval") {
     run.timers.add(handle);
     return handle;
   };
+}
+
+function trackedImmediate(callback: unknown, ...args: unknown[]): TimerHandle | undefined {
+  const run = current;
+  if (!run || run.finished) return undefined;
+  if (typeof callback !== "function") throw new TypeError("immediate callback must be a function");
+  const handle = realTimers().setImmediate(callback as () => void, ...args);
+  run.immediates.add(handle);
+  return handle;
+}
+
+function clearTrackedImmediate(handle?: unknown): void {
+  if (current?.immediates.delete(handle as TimerHandle)) {
+    realTimers().clearImmediate(handle as TimerHandle);
+  }
 }
 
 /** Clears a timer of the current run, given its handle or the number inside it (as Deno). */
@@ -420,6 +445,8 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   if (run.realmFile !== undefined) clearRealmGlobals();
   for (const handle of run.timers) realTimers().clearTimeout(handle);
   run.timers.clear();
+  for (const handle of run.immediates) realTimers().clearImmediate(handle);
+  run.immediates.clear();
   const done: DoneFrame = Object.assign(Object.create(null), { t: "done", id: run.id }, result);
   if (run.explicit !== undefined) done.explicit = run.explicit;
   if (run.memory) done.memory = true;
@@ -574,6 +601,7 @@ async function run(frame: RunFrame): Promise<void> {
     maxOutputBytes: frame.maxOutputBytes,
     bytes: [0, 0],
     timers: new Set(),
+    immediates: new Set(),
     finished: false,
     memory: false,
   });
