@@ -1,9 +1,12 @@
 /**
  * The JavaScript/TypeScript runtime: a pool of runner processes, each hosting one
- * no-permission Web Worker that runs user code in a fresh `node:vm` context per run.
+ * no-permission Web Worker that runs user code in a fresh realm per run.
  *
- * A runner serves one tenant only (an anonymous run gets a runner of its own), is killed on
- * timeout, output flood, memory exhaustion or any anomaly, and is replaced in the background.
+ * A tenant's first run (and every anonymous run) gets a runner that serves no other run and
+ * runs the code in its worker's own realm; a tenant that comes back gets runners kept for it,
+ * which run each of its runs in a fresh `node:vm` context. A runner serves one tenant only, is
+ * killed on timeout, output flood, memory exhaustion or any anomaly, and is replaced in the
+ * background.
  *
  * @module
  */
@@ -336,7 +339,7 @@ function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
 /**
  * Boots one runner as the service's own user, so that Deno writes the V8 code cache of what a
  * boot compiles into the shared cache: the runner's and worker's modules and the Deno-internal
- * modules loaded lazily (node:vm's polyfills, loaded by a runner's second run, streams; about
+ * modules loaded lazily (node:vm's polyfills, loaded by a kept runner before its first run, streams; about
  * 2 MiB of code cache). Runners of
  * another uid read it but cannot write it, so without this every boot compiles all of it
  * anew (10-20 % of a boot's CPU, measured). Best effort: a failure only costs that CPU.
