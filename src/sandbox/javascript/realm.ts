@@ -101,9 +101,8 @@ interface RunState {
   maxOutputBytes: number;
   bytes: [number, number];
   explicit?: string;
-  timers: Set<TimerHandle>;
-  /** `setImmediate` handles of the run, cleared with its timers. */
-  immediates: Set<TimerHandle>;
+  /** Timers and immediates the run set, each with the function that clears it. */
+  timers: Map<TimerHandle, ClearTimer>;
   finished: boolean;
   memory: boolean;
   /** Set when the run runs in this realm itself: its file name, for mapping stack frames. */
@@ -176,7 +175,7 @@ function lockDown(): void {
   scope.clearTimeout = clearTracked;
   scope.clearInterval = clearTracked;
   scope.setImmediate = trackedImmediate;
-  scope.clearImmediate = clearTrackedImmediate;
+  scope.clearImmediate = clearTracked;
   listen("unhandledrejection", (event) => {
     event.preventDefault();
     uncaught(event.reason, "Uncaught (in promise)");
@@ -194,8 +193,9 @@ function trackedTimer(kind: "setTimeout" | "setInterval") {
     if (typeof callback !== "function") throw new TypeError("timer callback must be a function");
     // The callback is handed over as it is: no frame of ours below it (stacks the code reads
     // name its lines only). It can only fire during its run, which clears its timers on end.
-    const handle = realTimers()[kind](callback as () => void, delay, ...args);
-    run.timers.add(handle);
+    const real = realTimers();
+    const handle = real[kind](callback as () => void, delay, ...args);
+    run.timers.set(handle, real.clearTimeout);
     return handle;
   };
 }
@@ -204,32 +204,29 @@ function trackedImmediate(callback: unknown, ...args: unknown[]): TimerHandle | 
   const run = current;
   if (!run || run.finished) return undefined;
   if (typeof callback !== "function") throw new TypeError("immediate callback must be a function");
-  const handle = realTimers().setImmediate(callback as () => void, ...args);
-  run.immediates.add(handle);
+  const real = realTimers();
+  const handle = real.setImmediate(callback as () => void, ...args);
+  run.timers.set(handle, real.clearImmediate);
   return handle;
 }
 
-function clearTrackedImmediate(handle?: unknown): void {
-  if (current?.immediates.delete(handle as TimerHandle)) {
-    realTimers().clearImmediate(handle as TimerHandle);
-  }
-}
-
-/** Clears a timer of the current run, given its handle or the number inside it (as Deno). */
+/**
+ * Clears a timer or immediate of the current run, given its handle or the number inside a
+ * timer's handle (as Deno). Deno's clearTimeout clears intervals too.
+ */
 function clearTracked(handle?: unknown): void {
   const run = current;
   if (!run || handle === undefined || handle === null) return;
   let found: TimerHandle | undefined;
   if (run.timers.has(handle as TimerHandle)) found = handle as TimerHandle;
   else if (typeof handle === "number" || typeof handle === "string") {
-    for (const candidate of run.timers) {
+    for (const candidate of run.timers.keys()) {
       if (Number(candidate) === Number(handle)) found = candidate;
     }
   }
   if (found === undefined) return;
+  run.timers.get(found)!(found);
   run.timers.delete(found);
-  // Deno's clearTimeout clears intervals too.
-  realTimers().clearTimeout(found);
 }
 
 const DENIED_GLOBALS = new Set([
@@ -443,10 +440,8 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   if (!run || run.finished) return;
   run.finished = true;
   if (run.realmFile !== undefined) clearRealmGlobals();
-  for (const handle of run.timers) realTimers().clearTimeout(handle);
+  for (const [handle, clear] of run.timers) clear(handle);
   run.timers.clear();
-  for (const handle of run.immediates) realTimers().clearImmediate(handle);
-  run.immediates.clear();
   const done: DoneFrame = Object.assign(Object.create(null), { t: "done", id: run.id }, result);
   if (run.explicit !== undefined) done.explicit = run.explicit;
   if (run.memory) done.memory = true;
@@ -600,8 +595,7 @@ async function run(frame: RunFrame): Promise<void> {
     id: frame.id,
     maxOutputBytes: frame.maxOutputBytes,
     bytes: [0, 0],
-    timers: new Set(),
-    immediates: new Set(),
+    timers: new Map(),
     finished: false,
     memory: false,
   });
