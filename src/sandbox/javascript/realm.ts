@@ -447,7 +447,7 @@ function finish(result: Omit<DoneFrame, "t" | "id" | "memory">, idleNow = false)
   if (run.memory) done.memory = true;
   const limit = run.maxOutputBytes;
   const file = run.realmFile;
-  if (file !== undefined && (done.explicit?.length ?? 0) <= limit) {
+  if (file !== undefined) {
     // Stacks the code returns read as they would in a vm context run, like its printed ones.
     if (done.explicit?.includes(REALM_SCHEME)) done.explicit = mapRealmFrames(done.explicit, file);
     if (done.returned?.includes(REALM_SCHEME)) done.returned = mapRealmFrames(done.returned, file);
