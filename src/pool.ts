@@ -1,7 +1,11 @@
 /**
- * The generic sandbox pool: boots sandboxes ahead of demand, leases each to one run at a
- * time, keeps a used sandbox only for the tenant that used it, recycles after N runs or an
- * age, and replaces whatever dies. It knows nothing of languages or protocols.
+ * The generic sandbox pool, and the one place where tenant policy lives: it boots sandboxes
+ * ahead of demand, leases each to one run at a time, and keeps a used sandbox either for the
+ * tenant that used it (a sandbox whose process carries one tenant's runs) or for anyone (a
+ * sandbox that gives every run a fresh process of its own). Kept tenant sandboxes are the most
+ * recently used ones within a budget; they are recycled after N runs or an age, and whatever
+ * dies is replaced. Boots go to waiting runs first; spares are booted only while the service is
+ * idle. It knows nothing of languages or protocols.
  *
  * @module
  */
@@ -32,6 +36,15 @@ export interface PoolOptions<S extends Sandbox> {
   maxAgeMs: number;
   /** How long a used sandbox waits idle for its tenant's next run, in ms. */
   idleTtlMs: number;
+  /**
+   * Who a used sandbox may serve next: only the tenant that used it (`"tenant"`, the default),
+   * or any run (`"any"`, for sandboxes that run each job in a fresh process of their own).
+   */
+  reuse?: "tenant" | "any";
+  /** Most idle sandboxes kept for their tenants; beyond it the least recently used go. */
+  maxIdleKept?: number;
+  /** Spares (sandboxes for no waiting run) boot only while this says the service is idle. */
+  idle?: () => boolean;
   /** Boots under way at once; defaults to 2. */
   bootConcurrency?: number;
   /** Called after every boot attempt with its duration. */
@@ -112,11 +125,15 @@ export class SandboxPool<S extends Sandbox> {
     if (!entry) return;
     entry.runs++;
     entry.lastUsedAt = Date.now();
-    const keep = reusable && !this.#closed && entry.tenant !== undefined &&
+    const shared = this.#options.reuse === "any";
+    const keep = reusable && !this.#closed && (shared || entry.tenant !== undefined) &&
       entry.runs < this.#options.maxRuns &&
       Date.now() - entry.bornAt < this.#options.maxAgeMs;
-    if (keep) entry.state = "idle";
-    else this.#discard(entry);
+    if (keep) {
+      entry.state = "idle";
+      if (shared) entry.tenant = undefined;
+      else this.#keepWithinBudget();
+    } else this.#discard(entry);
     this.#pump();
   }
 
@@ -134,6 +151,13 @@ export class SandboxPool<S extends Sandbox> {
       activeInstances: active,
       bootingInstances: this.#booting,
     };
+  }
+
+  /** Sandboxes leased to runs now. */
+  get active(): number {
+    let active = 0;
+    for (const entry of this.#entries.values()) if (entry.state === "active") active++;
+    return active;
   }
 
   /** True unless the last boots kept failing. */
@@ -159,12 +183,27 @@ export class SandboxPool<S extends Sandbox> {
 
   #findIdle(tenant: string | undefined): Entry<S> | undefined {
     let fresh: Entry<S> | undefined;
+    const shared = this.#options.reuse === "any";
     for (const entry of this.#entries.values()) {
       if (entry.state !== "idle") continue;
       if (tenant !== undefined && entry.tenant === tenant) return entry;
+      // A shared sandbox that served a run is as good as fresh, and warmer.
+      if (shared && entry.used) return entry;
       if (!entry.used && !fresh) fresh = entry;
     }
     return fresh;
+  }
+
+  /** Ends the least recently used idle tenant sandboxes beyond the budget. */
+  #keepWithinBudget(): void {
+    const budget = this.#options.maxIdleKept;
+    if (budget === undefined) return;
+    const kept = [...this.#entries.values()].filter((entry) =>
+      entry.state === "idle" && entry.used
+    );
+    if (kept.length <= budget) return;
+    kept.sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    for (const entry of kept.slice(0, kept.length - budget)) this.#discard(entry);
   }
 
   #lease(entry: Entry<S>, tenant: string | undefined): void {
@@ -214,7 +253,9 @@ export class SandboxPool<S extends Sandbox> {
     for (const entry of this.#entries.values()) {
       if (entry.state === "idle" && !entry.used) freshIdle++;
     }
-    const wanted = this.#waiters.length + this.#options.size - freshIdle;
+    // Boots for waiting runs come first; spares only while the service is idle.
+    const spares = this.#options.idle?.() === false ? 0 : this.#options.size - freshIdle;
+    const wanted = this.#waiters.length + Math.max(0, spares);
     const concurrency = this.#options.bootConcurrency ?? 2;
     while (this.#booting < wanted && this.#booting < concurrency) {
       if (this.#entries.size + this.#booting >= this.#options.max && !this.#evictIdle()) break;
@@ -281,7 +322,7 @@ export class SandboxPool<S extends Sandbox> {
     this.#retryTimer = timer;
   }
 
-  /** Recycles tenant-bound sandboxes idle past their TTL or age. */
+  /** Recycles tenant-bound sandboxes idle past their TTL or age; refills spares if idle. */
   #sweep(): void {
     const now = Date.now();
     let changed = false;
@@ -294,6 +335,7 @@ export class SandboxPool<S extends Sandbox> {
         changed = true;
       }
     }
-    if (changed) this.#pump();
+    // Also the moment to boot spares the service was too busy to boot earlier.
+    if (changed || this.#options.idle) this.#pump();
   }
 }

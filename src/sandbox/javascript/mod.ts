@@ -1,20 +1,23 @@
 /**
- * The JavaScript/TypeScript runtime: a pool of runner processes, each hosting one
- * no-permission Web Worker that runs user code in a fresh realm per run.
+ * The JavaScript/TypeScript runtime: a pool of runner processes, each in its own jail (the OS
+ * layers of ../jail), each hosting workers with no permissions.
  *
- * A tenant's first run (and every anonymous run) gets a runner that serves no other run and
- * runs the code in its worker's own realm; a tenant that comes back gets runners kept for it,
- * which run each of its runs in a fresh `node:vm` context. A runner serves one tenant only, is
- * killed on timeout, output flood, memory exhaustion or any anomaly, and is replaced in the
- * background.
+ * A runner serves one tenant. Its first run runs in a fresh worker's own realm (no `node:vm`
+ * to load: a new tenant pays no more than a process and a worker); the runner is then kept for
+ * the tenant, and its later runs run in fresh vm contexts of a kept worker (context_worker.ts),
+ * which no run can change. Runners stay warm for recent tenants within a budget (the pool's
+ * LRU); a runner is killed on timeout, memory exhaustion, output past the cap with the stop
+ * policy, or any anomaly, and replaced in the background.
  *
  * @module
  */
 
+import vm from "node:vm";
 import { SandboxPool } from "../../pool.ts";
+import type { OutputPolicy } from "../../output.ts";
 import {
   type Language,
-  PoolStats,
+  type PoolStats,
   type RunJob,
   type RunOutcome,
   type Runtime,
@@ -24,59 +27,67 @@ import {
   type SyntaxProblem,
   type ValidationResult,
 } from "../../runtime.ts";
-import { describeLayers, probeLayers } from "./isolation.ts";
-import type { RunnerLaunch, RunnerLayers } from "./runner_command.ts";
-import { RUNNER_ENTRY, SERVICE_ENTRY, WORKER_ENTRY } from "./runner_command.ts";
-import { type JsRunner, type RunnerOptions, startRunner } from "./runner_process.ts";
+import { Jail, JAIL_FILES_DIR, JAIL_LAYERS, JAIL_RUN_DIR, SOCKET_NAME } from "../jail/mod.ts";
+import {
+  copyFiles,
+  createWorkdir,
+  everyoneCanExecute,
+  JAIL_PACKAGE,
+  removeWorkdir,
+  type Workdir,
+} from "../jail/workdir.ts";
+import {
+  type RunnerLaunch,
+  runnerCommandLine,
+  RUNNER_MODULES,
+  SERVICE_ENTRY,
+} from "./runner_command.ts";
+import { JsRunner, type RunnerSupervision } from "./runner_process.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
 import { checkSyntax, mapPositions, type PositionMap, stripTypes } from "./syntax.ts";
 
 export { runnerCommandLine } from "./runner_command.ts";
-export type {
-  CommandLine,
-  RunnerCommandOptions,
-  RunnerLaunch,
-  RunnerLayers,
-} from "./runner_command.ts";
+export type { CommandLine, RunnerCommandOptions, RunnerLaunch } from "./runner_command.ts";
 
 /**
  * Virtual memory V8 reserves in a runner before any user allocation and that RLIMIT_DATA
- * counts, per isolate count. Measured on Deno 2.9.6: with a worker (two isolates) a runner
- * boots at 1088 MiB and fails at 1024; inline (one isolate) boots at 576 and fails at 512.
+ * counts. Measured on Deno 2.9.6: with a worker (two isolates) a runner boots at 1088 MiB and
+ * fails at 1024.
  */
-const DATA_BASE_MB = { worker: 1152, inline: 640 } as const;
-/** First uid of the range runners run as when the service is root. */
-const RUNNER_UID_BASE = 2_000_000;
-const RUNNER_UID_RANGE = 60_000;
+const DATA_BASE_MB = 1152;
+/** Resident memory of a runner beyond its heap budget (process, two workers), in MiB. */
+const RUNNER_OVERHEAD_MB = 192;
 /** Default of {@link JavaScriptRuntimeOptions.idleTtlMs}. */
 const IDLE_TTL_MS = 60_000;
-/** Tenants remembered as recent at most (a few hundred KiB). */
-const RECENT_TENANTS = 10_000;
 /** Boots tried for one job when they fail before its code started. */
 const BOOT_ATTEMPTS = 3;
+/** Share of the machine's memory that idle runners kept for their tenants may use. */
+const KEPT_MEMORY_SHARE = 0.25;
 
 /** Tuning of the runner pool beyond {@link RuntimeSettings}. */
 export interface JavaScriptRuntimeOptions {
+  /** The Python interpreter that runs the jailer (`FAAS_PYTHON`); default `python3`. */
+  python?: string;
   /** Runs one runner may serve for its tenant before it is recycled (default 500). */
   maxRunsPerRunner?: number;
   /** Age after which a runner is recycled, in ms (default 10 minutes). */
   maxRunnerAgeMs?: number;
   /** How long a used runner waits for its tenant's next run, in ms (default 60 s). */
   idleTtlMs?: number;
+  /** Most idle runners kept for their tenants (default: a quarter of the machine's memory). */
+  maxKeptRunners?: number;
   /** Runner boots under way at once (default: 2 per CPU core, at least 2). */
   bootConcurrency?: number;
   /**
-   * Where user code runs inside a runner process: `"worker"` (default), a Web Worker with no
-   * permissions; or `"inline"`, the runner's own thread after it revoked all its permissions,
-   * which halves the boot CPU (more new-tenant runs per second) at the cost of that layer.
-   */
-  runnerMode?: "worker" | "inline";
-  /**
    * How runner processes are started: `"self"` (the service's executable in runner mode, the
    * only way in a compiled binary) or `"deno"` (`deno run` on the runner module). Default:
-   * `settings.runnerLaunch`, else `"self"` in a compiled binary and `"deno"` otherwise.
+   * `"self"` in a compiled binary, `"deno"` otherwise.
    */
   launch?: RunnerLaunch;
+  /** What happens past the output cap (default `truncate`). */
+  outputPolicy?: OutputPolicy;
+  /** Jail layers to leave off (to exercise the fallbacks). */
+  layersOff?: readonly string[];
 }
 
 /** Builds the JS/TS runtime; call `start()` before running code. */
@@ -92,12 +103,10 @@ class JavaScriptRuntime implements Runtime {
   #settings: RuntimeSettings;
   #options: JavaScriptRuntimeOptions;
   #pool: SandboxPool<JsRunner> | undefined;
-  #layers: RunnerLayers = { rlimit: false, netns: false, uid: false };
-  #cacheDir: string | undefined;
+  #jail: Jail | undefined;
+  #workdir: Workdir | undefined;
+  #layers: Record<string, boolean> = {};
   #started = false;
-  #uidCounter = 0;
-  /** Tenants by the time of their last run, oldest first. */
-  #recentTenants = new Map<string, number>();
 
   constructor(settings: RuntimeSettings, options: JavaScriptRuntimeOptions) {
     this.#settings = settings;
@@ -106,44 +115,108 @@ class JavaScriptRuntime implements Runtime {
 
   async start(): Promise<void> {
     if (this.#started) return;
-    this.#layers = await probeLayers(RUNNER_UID_BASE);
-    const active = this.#isolation();
-    const missing = this.#settings.requireIsolation.filter((name) => active[name] !== true);
+    try {
+      await this.#start();
+    } catch (error) {
+      await this.shutdown();
+      throw error;
+    }
+    this.#started = true;
+  }
+
+  async #start(): Promise<void> {
+    const settings = this.#settings;
+    // Warms the type-stripper (a wasm module) so no request pays for it.
+    stripTypes("const warm: number = 1;");
+    const workdir = this.#workdir = await createWorkdir("js");
+    await copyFiles(workdir, "js", RUNNER_MODULES);
+    const packageDir = await copyFiles(workdir, "py", []);
+    await copyFiles(workdir, "py/faas_jail", JAIL_PACKAGE);
+    await Deno.mkdir(`${workdir.files}/cache`, { mode: 0o755 });
+    const launch = this.#launch();
+    const jail = this.#jail = await Jail.start(
+      { runDir: workdir.runDir, mountPoint: workdir.mountPoint, packageDir },
+      {
+        python: this.#options.python ?? "python3",
+        name: workdir.dir.slice(workdir.dir.lastIndexOf("/") + 1),
+        maxSlots: Math.min(1024, 2 * settings.maxInstances + this.#keptRunners() + 8),
+        memoryBytes: (settings.memoryLimitMb + RUNNER_OVERHEAD_MB) * 1024 * 1024,
+        maxPids: 64 + 4 * (navigator.hardwareConcurrency ?? 1),
+        cpuWeight: 100,
+        tmpBytes: 8 * 1024 * 1024,
+        tmpInodes: 256,
+        limits: {
+          DATA: (DATA_BASE_MB + settings.memoryLimitMb) * 1024 * 1024,
+          NOFILE: 256,
+          CORE: 0,
+          FSIZE: 16 * 1024 * 1024,
+        },
+        binds: this.#binds(workdir),
+        layersOff: this.#options.layersOff,
+        debug: settings.debug,
+      },
+    );
+    this.#layers = jail.layers;
+    const missing = settings.requireIsolation.filter((name) => this.#isolation()[name] !== true);
     if (missing.length > 0) {
       throw new Error(
         `required isolation layers are not available on this host: ${missing.join(", ")}`,
       );
     }
-    // Warms the type-stripper (a wasm module) so no request pays for it.
-    stripTypes("const warm: number = 1;");
-    // A compiled binary has its modules embedded: there is nothing to cache.
-    if (!Deno.build.standalone) this.#cacheDir = await prepareCache(this.#launch());
-    const settings = this.#settings;
-    const runnerOptions = (): RunnerOptions => ({
-      memoryLimitMb: settings.memoryLimitMb,
-      dataLimitBytes: (DATA_BASE_MB[this.#mode()] + settings.memoryLimitMb) * 1024 * 1024,
+    const paths = jail.layers.rootfs ? jailPaths() : await hostPaths(workdir, launch);
+    const supervision: RunnerSupervision = {
       maxOutputBytes: settings.maxOutputBytes,
-      uid: this.#nextUid(),
-      layers: this.#layers,
-      denoDir: this.#cacheDir,
-      inline: this.#mode() === "inline",
-      launch: this.#launch(),
-    });
-    if (!Deno.build.standalone) await fillCodeCache(runnerOptions());
-    const pool = new SandboxPool<JsRunner>({
-      create: () => startRunner(runnerOptions()),
+      outputPolicy: this.#options.outputPolicy ?? "truncate",
+      memoryLimitMb: settings.memoryLimitMb,
+      builtins: vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
+    };
+    const spawn = async (trusted?: { writable: [string, string][] }) => {
+      const command = (token: string) =>
+        runnerCommandLine({
+          launch,
+          modulesDir: `${paths.files}/js`,
+          socketPath: paths.socket,
+          token,
+          memoryLimitMb: settings.memoryLimitMb,
+          denoDir: `${paths.files}/cache`,
+          executable: paths.executable,
+        });
+      const process = await jail.spawn({
+        kind: "program",
+        argv: (token) => command(token).argv,
+        env: command("").env,
+        trusted,
+      });
+      const runner = new JsRunner(process, supervision);
+      try {
+        await runner.boot();
+      } catch (error) {
+        runner.kill();
+        throw error;
+      }
+      return runner;
+    };
+    // One trusted runner first: it writes the transpiled modules and V8's code cache where
+    // every runner reads them (runners of other uids cannot write it: without it every boot
+    // would compile all of it anew, 10-20 % of a boot's CPU).
+    if (!Deno.build.standalone) {
+      await warmUp(await spawn({ writable: [[`${workdir.files}/cache`, `${paths.files}/cache`]] }));
+    }
+    const cores = navigator.hardwareConcurrency ?? 1;
+    const pool: SandboxPool<JsRunner> = new SandboxPool<JsRunner>({
+      create: () => spawn(),
       size: settings.poolSize,
-      max: Math.max(settings.maxInstances, 1),
+      max: Math.max(settings.maxInstances, 1) + this.#keptRunners(),
       maxRuns: this.#options.maxRunsPerRunner ?? 500,
       maxAgeMs: this.#options.maxRunnerAgeMs ?? 10 * 60_000,
       idleTtlMs: this.#options.idleTtlMs ?? IDLE_TTL_MS,
-      bootConcurrency: this.#options.bootConcurrency ??
-        Math.max(2, 2 * (navigator.hardwareConcurrency ?? 1)),
+      maxIdleKept: this.#keptRunners(),
+      bootConcurrency: this.#options.bootConcurrency ?? Math.max(2, 2 * cores),
+      idle: (): boolean => pool.active < cores,
       onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
     });
     await pool.start();
     this.#pool = pool;
-    this.#started = true;
   }
 
   async run(job: RunJob): Promise<RunOutcome> {
@@ -154,11 +227,7 @@ class JavaScriptRuntime implements Runtime {
     const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
     if (tooLargeForFrame(code, input)) return tooLargeOutcome();
-    // A tenant's first run gets a runner of its own that serves no other run (it runs the code
-    // in its worker's realm and never loads node:vm); a tenant that comes back gets a runner
-    // kept for its later runs.
-    const keep = this.#returning(job.tenant);
-    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs, keep };
+    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
     let runner: JsRunner;
     let result;
     // Every retry below is safe: the code never started. Dead idle runners are dropped one by
@@ -185,16 +254,12 @@ class JavaScriptRuntime implements Runtime {
         if (!(error instanceof SandboxStartError) || ++deadRunners > limit) throw error;
       }
     }
-    const { status, instanceId } = result.outcome;
-    if (this.#settings.debug && (status === "crashed" || status === "memory_limit")) {
-      // The runner's own stderr (V8's last words) is the only clue to why it died.
-      const tail = runner!.diagnostics().trim().split("\n").slice(-5).join(" | ");
-      console.error(`javascript runner ${instanceId} ended ${status}: ${tail}`);
+    pool.release(runner, result.reusable);
+    // A runner that served its first run boots the worker for its tenant's next runs while the
+    // machine has a core to spare.
+    if (result.reusable && runner.runs === 1 && pool.active < (navigator.hardwareConcurrency ?? 1)) {
+      runner.prepare();
     }
-    // Released before answering, so the tenant's next run finds this runner idle; the wait is
-    // one worker message (sub-millisecond) unless the code left work running.
-    const reusable = await result.reusable;
-    pool.release(runner, keep && reusable);
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr, retVal } = result.outcome;
@@ -224,7 +289,7 @@ class JavaScriptRuntime implements Runtime {
 
   info(): RuntimeInfo {
     return {
-      available: this.#started && (this.#pool?.healthy() ?? false),
+      available: this.#started && (this.#pool?.healthy() ?? false) && (this.#jail?.alive ?? false),
       version: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
       isolation: this.#isolation(),
     };
@@ -233,46 +298,42 @@ class JavaScriptRuntime implements Runtime {
   async shutdown(): Promise<void> {
     this.#started = false;
     await this.#pool?.shutdown();
-    if (this.#cacheDir) await Deno.remove(this.#cacheDir, { recursive: true }).catch(() => {});
+    await this.#jail?.close();
+    if (this.#workdir) await removeWorkdir(this.#workdir);
   }
 
   #isolation(): Record<string, boolean> {
-    return describeLayers(this.#layers, this.#mode());
+    const layers: Record<string, boolean> = { process: true, no_permissions_worker: true };
+    for (const name of JAIL_LAYERS) layers[name] = this.#layers[name] === true;
+    return layers;
   }
 
-  #mode(): "worker" | "inline" {
-    return this.#options.runnerMode ?? "worker";
+  /** Read-only binds of every runner's root (see {@link jailPaths}). */
+  #binds(workdir: Workdir): [string, string][] {
+    const binds: [string, string][] = [[workdir.files, JAIL_FILES_DIR]];
+    binds.push([Deno.execPath(), JAIL_EXECUTABLE]);
+    if (this.#launch() === "self" && !Deno.build.standalone) {
+      // A self-started runner under `deno run` loads the service's entry and its modules.
+      const root = new URL("./", SERVICE_ENTRY).pathname.replace(/\/$/, "");
+      binds.push([root, root]);
+    }
+    return binds;
+  }
+
+  #keptRunners(): number {
+    if (this.#options.maxKeptRunners !== undefined) return this.#options.maxKeptRunners;
+    const perRunner = (this.#settings.memoryLimitMb + RUNNER_OVERHEAD_MB) * 1024 * 1024;
+    const total = Deno.systemMemoryInfo().total;
+    return Math.max(this.#settings.poolSize, Math.floor((total * KEPT_MEMORY_SHARE) / perRunner));
   }
 
   #launch(): RunnerLaunch {
-    return this.#options.launch ?? this.#settings.runnerLaunch ??
-      (Deno.build.standalone ? "self" : "deno");
+    return this.#options.launch ?? (Deno.build.standalone ? "self" : "deno");
   }
 
   #requirePool(): SandboxPool<JsRunner> {
     if (!this.#pool) throw new Error("the javascript runtime is not started: call start() first");
     return this.#pool;
-  }
-
-  /**
-   * Records a run of `tenant`; true when the tenant also ran within the idle TTL (so its runners
-   * are worth keeping). Anonymous runs never come back.
-   */
-  #returning(tenant: string | undefined): boolean {
-    if (tenant === undefined) return false;
-    const now = performance.now();
-    const seen = this.#recentTenants.get(tenant);
-    // Re-inserted, so the map's order is the order of last runs and the oldest goes first.
-    this.#recentTenants.delete(tenant);
-    this.#recentTenants.set(tenant, now);
-    if (this.#recentTenants.size > RECENT_TENANTS) {
-      this.#recentTenants.delete(this.#recentTenants.keys().next().value!);
-    }
-    return seen !== undefined && now - seen < (this.#options.idleTtlMs ?? IDLE_TTL_MS);
-  }
-
-  #nextUid(): number {
-    return RUNNER_UID_BASE + (this.#uidCounter++ % RUNNER_UID_RANGE);
   }
 }
 
@@ -336,65 +397,56 @@ function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
   };
 }
 
-/**
- * Boots one runner as the service's own user, so that Deno writes the V8 code cache of what a
- * boot compiles into the shared cache: the runner's and worker's modules and the Deno-internal
- * modules loaded lazily (node:vm's polyfills, loaded by a kept runner before its first run, streams; about
- * 2 MiB of code cache). Runners of
- * another uid read it but cannot write it, so without this every boot compiles all of it
- * anew (10-20 % of a boot's CPU, measured). Best effort: a failure only costs that CPU.
- */
-async function fillCodeCache(options: RunnerOptions): Promise<void> {
-  let runner: JsRunner | undefined;
+/** Where a runner finds its files: inside its root, or on the host without one. */
+interface RunnerPaths {
+  /** The work dir's files (modules under `js/`, the Deno cache under `cache/`). */
+  files: string;
+  /** The host's socket. */
+  socket: string;
+  /** The executable to start. */
+  executable: string;
+}
+
+/** Where this executable appears inside a runner's root. */
+const JAIL_EXECUTABLE = "/sandbox/bin/deno";
+
+function jailPaths(): RunnerPaths {
+  return {
+    files: JAIL_FILES_DIR,
+    socket: `${JAIL_RUN_DIR}/${SOCKET_NAME}`,
+    executable: JAIL_EXECUTABLE,
+  };
+}
+
+/** Host paths, for a host without a root of its own per runner. */
+async function hostPaths(workdir: Workdir, launch: RunnerLaunch): Promise<RunnerPaths> {
+  const executable = launch === "self" || everyoneCanExecute(Deno.execPath())
+    ? Deno.execPath()
+    : await copyExecutable(workdir);
+  return {
+    files: workdir.files,
+    socket: `${workdir.runDir}/${SOCKET_NAME}`,
+    executable,
+  };
+}
+
+/** Runs a first and a later run in a trusted runner, then ends it (see its call). */
+async function warmUp(runner: JsRunner): Promise<void> {
   try {
-    runner = await startRunner({ ...options, layers: { ...options.layers, uid: false } });
-    // Kept runs load node:vm and compile what a vm context run needs.
     for (let i = 0; i < 2; i++) {
-      const { reusable } = await runner.run({
-        code: "return 1",
-        file: "warm.js",
-        timeoutMs: 10_000,
-        keep: true,
-      });
-      if (!await reusable) break;
+      const { reusable } = await runner.run({ code: "return 1", file: "warm.js", timeoutMs: 10_000 });
+      if (!reusable) break;
     }
-  } catch {
-    // runners that cannot boot are reported by the pool
   } finally {
-    runner?.kill();
-    await runner?.exited;
+    runner.kill();
+    await runner.exited;
   }
 }
 
-/**
- * A Deno cache shared read-only by the runners, filled once with the runner's compiled
- * modules so each boot skips transpiling them.
- */
-async function prepareCache(launch: RunnerLaunch): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "faas-js-cache-" });
-  await Deno.chmod(dir, 0o755);
-  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "cache",
-      "--no-config",
-      "--no-lock",
-      "--quiet",
-      RUNNER_ENTRY.pathname,
-      WORKER_ENTRY.pathname,
-      // A self-launched runner starts from the service's entry (its service imports are
-      // dynamic and never taken in runner mode).
-      ...(launch === "self" ? [SERVICE_ENTRY.pathname] : []),
-    ],
-    env: { DENO_DIR: dir },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    throw new Error(
-      `could not prepare the runner's module cache: ${new TextDecoder().decode(stderr)}`,
-    );
-  }
-  return dir;
+/** A copy of this executable that every uid may run (the original's dir is closed to them). */
+async function copyExecutable(workdir: Workdir): Promise<string> {
+  const target = `${workdir.files}/deno`;
+  await Deno.copyFile(Deno.execPath(), target);
+  await Deno.chmod(target, 0o755);
+  return target;
 }

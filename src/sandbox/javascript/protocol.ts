@@ -1,11 +1,20 @@
 /**
- * The frames exchanged between the service and a JS runner process over the runner's unix
- * socket: a 4-byte big-endian length, then that many bytes of UTF-8 JSON. The host treats
+ * The frames exchanged between the service and a JS runner process over the runner's
+ * connection (its stdin and stdout): a 4-byte big-endian length, then that many bytes of UTF-8
+ * JSON. The host treats
  * every byte from a runner as untrusted: {@link parseRunnerFrame} accepts only the shapes
  * below and anything else means the runner is broken.
  *
  * @module
  */
+
+/** Host → runner, first frame: what the runner needs to boot. */
+export interface ConfigFrame {
+  /** Frame type. */
+  t: "config";
+  /** Names of ECMAScript's globals (those of a fresh V8 context): all a realm keeps of its own. */
+  builtins: string[];
+}
 
 /** Host → runner: run one piece of code. */
 export interface RunFrame {
@@ -19,19 +28,41 @@ export interface RunFrame {
   file: string;
   /** `input` as JSON text; `undefined` when the request had none. */
   input?: string;
-  /** Cap on each of stdout and stderr, in UTF-8 bytes. */
-  maxOutputBytes: number;
-  /**
-   * The host keeps the runner for the tenant's later runs: the run gets a fresh vm context.
-   * Without it the run may use the worker's own realm, and the runner serves no other run.
-   */
-  keep?: boolean;
 }
+
+/** Host → runner: the run overstayed; send what it printed, then expect to be killed. */
+export interface StopFrame {
+  /** Frame type. */
+  t: "stop";
+  /** Run number. */
+  id: number;
+}
+
+/** Host → runner: boot the worker for later runs now, while the machine is idle. */
+export interface PrepareFrame {
+  /** Frame type. */
+  t: "prepare";
+}
+
+/** Every frame the host sends. */
+export type HostFrame = ConfigFrame | RunFrame | StopFrame | PrepareFrame;
 
 /** Runner → host: the runner finished booting and waits for runs. */
 export interface ReadyFrame {
   /** Frame type. */
   t: "ready";
+}
+
+/**
+ * Runner → host: the runner received the run and is about to hand it to a worker. Until it
+ * arrives no user code of that run can have started, so a runner dying before it is a start
+ * failure (the job may go to another runner), after it a crash.
+ */
+export interface AckFrame {
+  /** Frame type. */
+  t: "ack";
+  /** Run number. */
+  id: number;
 }
 
 /** Runner → host: console output of a run. */
@@ -46,7 +77,7 @@ export interface OutputFrame {
   data: string;
 }
 
-/** Runner → host: a run ended (the code settled, threw, or exited). */
+/** Runner → host: a run ended (the code settled, threw, or exited) and its code has stopped. */
 export interface DoneFrame {
   /** Frame type. */
   t: "done";
@@ -60,57 +91,25 @@ export interface DoneFrame {
   returned?: string;
   /** Set when the run failed for lack of memory (an ArrayBuffer allocation failed). */
   memory?: boolean;
-  /** Set when a return value was larger than the output cap. */
-  oversized?: boolean;
-  /** Set when the code called `Deno.exit`: the runner must not serve another run. */
+  /** Set when the code called `Deno.exit`. */
   exited?: boolean;
+  /** Set when code of an earlier run ran again: the runner must serve no other run. */
+  leftover?: boolean;
 }
 
-/** Runner → host: the worker went idle after a run (no code of that run still busy). */
-export interface IdleFrame {
+/** Runner → host: everything a stopped run printed was sent. */
+export interface StoppedFrame {
   /** Frame type. */
-  t: "idle";
-  /** Run number. */
-  id: number;
-}
-
-/**
- * Runner → host: the runner received the run and is about to hand it to its realm. Until it
- * arrives no user code of that run can have started, so a runner dying before it is a start
- * failure (the job may go to another runner), after it a crash.
- */
-export interface AckFrame {
-  /** Frame type. */
-  t: "ack";
-  /** Run number. */
-  id: number;
-}
-
-/**
- * Runner → host: the realm refused the run without starting it, because an earlier run
- * changed the realm's globals or intrinsics. The runner must go; the run may go elsewhere.
- */
-export interface RefusedFrame {
-  /** Frame type. */
-  t: "refused";
+  t: "stopped";
   /** Run number. */
   id: number;
 }
 
 /** Every frame a runner may send. */
-export type RunnerFrame =
-  | ReadyFrame
-  | AckFrame
-  | OutputFrame
-  | DoneFrame
-  | IdleFrame
-  | RefusedFrame;
+export type RunnerFrame = ReadyFrame | AckFrame | OutputFrame | DoneFrame | StoppedFrame;
 
 /** Largest frame either side accepts, in bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
-
-/** Largest `data` chunk of one output frame, in UTF-16 code units. */
-export const OUTPUT_CHUNK = 64 * 1024;
 
 const encoder = new TextEncoder();
 
@@ -181,21 +180,35 @@ export function parseRunnerFrame(body: string): RunnerFrame {
       if (frame.explicit !== undefined) done.explicit = frame.explicit as string;
       if (frame.returned !== undefined) done.returned = frame.returned as string;
       if (frame.memory === true) done.memory = true;
-      if (frame.oversized === true) done.oversized = true;
       if (frame.exited === true) done.exited = true;
+      if (frame.leftover === true) done.leftover = true;
       return done;
     }
-    case "idle":
-      if (!isRunId(frame.id)) break;
-      return { t: "idle", id: frame.id };
     case "ack":
+    case "stopped":
       if (!isRunId(frame.id)) break;
-      return { t: "ack", id: frame.id };
-    case "refused":
-      if (!isRunId(frame.id)) break;
-      return { t: "refused", id: frame.id };
+      return { t: frame.t, id: frame.id };
   }
   throw new Error(`unexpected frame ${JSON.stringify(body.slice(0, 80))}`);
+}
+
+/** Parses a frame body from the host (trusted, but checked for shape all the same). */
+export function parseHostFrame(body: string): HostFrame | undefined {
+  const frame = JSON.parse(body) as Record<string, unknown>;
+  switch (frame?.t) {
+    case "config":
+      if (Array.isArray(frame.builtins)) return frame as unknown as ConfigFrame;
+      break;
+    case "run":
+      if (isRunId(frame.id) && typeof frame.code === "string") return frame as unknown as RunFrame;
+      break;
+    case "stop":
+      if (isRunId(frame.id)) return frame as unknown as StopFrame;
+      break;
+    case "prepare":
+      return { t: "prepare" };
+  }
+  return undefined;
 }
 
 function isRunId(value: unknown): value is number {

@@ -1,128 +1,183 @@
 /**
- * Entry of a JS runner process. It connects to the host's unix socket (the only thing its
- * permissions allow besides reading its own modules), then either starts the no-permission
- * worker that runs user code and relays frames between the two (default), or, with
- * `--inline`, revokes every permission of its own and runs user code on its own thread.
- * It never looks inside user results: the host checks every frame.
+ * Entry of a JS runner process. The jailer starts it in its jail; it connects to the service's
+ * socket, says which runner it is, and may read its own modules and nothing else. It relays
+ * frames between the service and two workers with no permissions:
  *
- * Usage: `deno run <flags> runner.ts <socket path> [--inline]`.
+ * - the fresh worker (fresh_worker.ts), booted with the process, runs the runner's first run in
+ *   its own untouched realm and is then ended;
+ * - the kept worker (context_worker.ts), booted when a second run comes (or the service asks
+ *   ahead), runs every later run in a fresh vm context.
+ *
+ * Output comes from a worker through a shared ring (output_channel.ts), so the service can
+ * take what a run printed even while its code spins. It never looks inside results: the
+ * service checks every frame.
+ *
+ * Usage: `deno run <flags> runner.ts <socket path> <token>` (or the service's executable with
+ * `--faas-runner=javascript` first).
  *
  * @module
  */
 
-import { encodeFrame, FrameDecoder, type RunFrame } from "./protocol.ts";
+import {
+  encodeFrame,
+  FrameDecoder,
+  type HostFrame,
+  parseHostFrame,
+  type RunFrame,
+} from "./protocol.ts";
+import { createOutputBuffer, OutputReader } from "./output_channel.ts";
 
 const PERMISSIONS = ["read", "write", "net", "env", "run", "ffi", "sys", "import"] as const;
 
-// Taken before the sandbox realm replaces Deno.exit (inline mode shares this global scope).
+// Taken before any worker exists.
 const exit = Deno.exit.bind(Deno);
 
 /** How {@link main} treats its own permissions. */
 export interface RunnerMainOptions {
   /**
-   * The runner was started with broad permissions (a compiled binary re-executing itself
-   * has them baked in): it gives up each one as soon as it no longer needs it, and all of
-   * them before it reports ready. `--report-permissions` then prints their states to stderr.
+   * The runner was started with broad permissions (a compiled binary re-executing itself has
+   * them baked in): it gives up every one but reading, before it reports ready.
    */
   narrow?: boolean;
 }
 
-/** Runs the runner: connect, boot the sandbox realm, relay until the host goes away. */
+/** One worker of the runner and the end of its output ring. */
+interface WorkerEnd {
+  worker: Worker;
+  reader: OutputReader;
+  /** Sends a frame to the worker. */
+  send: (frame: unknown) => void;
+  /** Resolves once the worker is ready for a run. */
+  booted: Promise<void>;
+}
+
+let send: (frame: unknown) => void = () => {};
+let builtins: string[] = [];
+let fresh: WorkerEnd | undefined;
+let freshUsed = false;
+let kept: WorkerEnd | undefined;
+/** The run under way and the worker running it. */
+let active: { id: number; end: WorkerEnd } | undefined;
+
+/** Runs the runner until the service goes away. */
 export async function main(
   args: readonly string[] = Deno.args,
   options: RunnerMainOptions = {},
 ): Promise<void> {
-  const socketPath = args[0];
-  if (!socketPath) {
-    console.error("runner: expected the socket path as the first argument");
+  const [socketPath, token] = args;
+  if (!socketPath || !token) {
+    console.error("runner: expected the socket path and the runner's token as arguments");
     exit(2);
   }
   if (options.narrow) narrow(["env", "run", "ffi", "sys", "import"]);
   const conn = await Deno.connect({ transport: "unix", path: socketPath });
-  // Reading stays until the worker's modules are loaded (from disk under `deno run`).
+  await conn.write(new TextEncoder().encode(`${token}\n`));
   if (options.narrow) narrow(["net", "write"]);
-  const send = frameWriter(conn);
-  const onRun = args.includes("--inline")
-    ? await inlineRealm(send, [
-      socketPath,
-      ...["./worker.ts", "./realm.ts", "./protocol.ts"].map(
-        (path) => new URL(path, import.meta.url).pathname,
-      ),
-    ])
-    : await workerRealm(send);
-  if (options.narrow) {
-    narrow(PERMISSIONS);
-    if (args.includes("--report-permissions")) reportPermissions();
-  }
-  send({ t: "ready" });
-
+  send = frameWriter(conn);
   const decoder = new FrameDecoder();
   try {
     for await (const chunk of conn.readable) {
-      for (const body of decoder.push(chunk)) {
-        const frame = JSON.parse(body) as RunFrame;
-        if (frame.t !== "run") continue;
-        // The code starts only once the host knows it was received (see AckFrame).
-        await send({ t: "ack", id: frame.id });
-        onRun(frame);
-      }
+      for (const body of decoder.push(chunk)) await onFrame(parseHostFrame(body));
     }
   } catch {
-    // A reset connection: the host went away as well.
+    // a reset connection: the service went away
   }
-  // The host closed the socket: nothing more to do.
   exit(0);
 }
 
-/** Starts the no-permission worker; resolves once its realm is installed. */
-async function workerRealm(send: (frame: unknown) => unknown): Promise<(frame: RunFrame) => void> {
-  const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+async function onFrame(frame: HostFrame | undefined): Promise<void> {
+  switch (frame?.t) {
+    case "config":
+      builtins = frame.builtins;
+      fresh = startWorker("fresh_worker.ts");
+      await fresh.booted;
+      send({ t: "ready" });
+      return;
+    case "run":
+      // The code starts only once the service knows it was received.
+      send({ t: "ack", id: frame.id });
+      await route(frame);
+      return;
+    case "stop":
+      if (active?.id === frame.id) flush(active.end, frame.id);
+      send({ t: "stopped", id: frame.id });
+      return;
+    case "prepare":
+      kept ??= startWorker("context_worker.ts");
+      return;
+  }
+}
+
+async function route(frame: RunFrame): Promise<void> {
+  let end: WorkerEnd;
+  if (fresh && !freshUsed) {
+    freshUsed = true;
+    end = fresh;
+  } else {
+    kept ??= startWorker("context_worker.ts");
+    end = kept;
+    await end.booted;
+  }
+  active = { id: frame.id, end };
+  end.send(frame);
+}
+
+function startWorker(module: string): WorkerEnd {
+  const worker = new Worker(new URL(`./${module}`, import.meta.url), {
     type: "module",
     deno: { permissions: "none" },
   });
+  const buffer = createOutputBuffer();
   const booted = Promise.withResolvers<void>();
+  const end: WorkerEnd = {
+    worker,
+    reader: new OutputReader(buffer),
+    send: (frame) => worker.postMessage(frame),
+    booted: booted.promise,
+  };
+  // The fresh worker's realm held user code: it serves nothing else after its run.
+  const once = module === "fresh_worker.ts";
+  worker.onmessage = (event) => {
+    const message = event.data as Record<string, unknown>;
+    const run = active?.end === end ? active : undefined;
+    if (message?.t === "booted") booted.resolve();
+    else if (message?.t === "drain" && run) flush(end, run.id);
+    else if (message?.t === "done" && run && message.id === run.id) {
+      flush(end, run.id);
+      send(message);
+      active = undefined;
+      if (once) retireFresh();
+    } else if (message?.t === "fatal") {
+      console.error(`runner: worker boot failed: ${message.message}`);
+      exit(3);
+    }
+  };
   worker.onerror = (event) => {
     // The worker handles user errors itself; one reaching here means it is broken.
     event.preventDefault();
-    console.error(`runner: worker failed: ${event.message}`);
     exit(3);
   };
   worker.onmessageerror = () => exit(3);
-  worker.onmessage = (event: MessageEvent) => {
-    const message = event.data as { t?: unknown; message?: unknown };
-    if (message?.t === "booted") booted.resolve();
-    else if (message?.t === "fatal") {
-      console.error(`runner: worker boot failed: ${message.message}`);
-      exit(3);
-    } else send(message);
-  };
-  await booted.promise;
-  return (frame) => worker.postMessage(frame);
+  worker.postMessage({ t: "boot", builtins, output: buffer });
+  return end;
 }
 
-/** Installs the realm on this thread after giving up every permission, for good. */
-async function inlineRealm(
-  send: (frame: unknown) => unknown,
-  paths: string[],
-): Promise<(frame: RunFrame) => void> {
-  const { installSandbox } = await import("./realm.ts");
-  for (const name of PERMISSIONS) Deno.permissions.revokeSync({ name });
-  for (const path of paths) {
-    Deno.permissions.revokeSync({ name: "read", path });
-    Deno.permissions.revokeSync({ name: "write", path });
-    if (Deno.permissions.querySync({ name: "read", path }).state === "granted") {
-      console.error(`runner: could not revoke access to ${path}`);
-      exit(3);
+function retireFresh(): void {
+  fresh?.worker.terminate();
+  fresh = undefined;
+}
+
+/** Sends what the worker's ring holds as output frames of run `id`. */
+function flush(end: WorkerEnd, id: number): void {
+  let pending: { fd: 1 | 2; data: string } | undefined;
+  for (const chunk of end.reader.drain()) {
+    if (pending?.fd === chunk.fd) pending.data += chunk.data;
+    else {
+      if (pending) send({ t: "out", id, ...pending });
+      pending = { ...chunk };
     }
   }
-  for (const name of PERMISSIONS) {
-    // "prompt" is as good as denied: runners start with --no-prompt.
-    if (Deno.permissions.querySync({ name }).state === "granted") {
-      console.error(`runner: could not revoke the ${name} permission`);
-      exit(3);
-    }
-  }
-  return await installSandbox(send);
+  if (pending) send({ t: "out", id, ...pending });
 }
 
 /**
@@ -140,31 +195,18 @@ function narrow(names: readonly (typeof PERMISSIONS)[number][]): void {
   }
 }
 
-function reportPermissions(): void {
-  const states: Record<string, string> = {};
-  for (const name of PERMISSIONS) states[name] = Deno.permissions.querySync({ name }).state;
-  console.error(JSON.stringify({ permissions: states }));
-}
-
-/**
- * Serializes frame writes, coalescing frames queued while a write is under way. The returned
- * promise settles once the frame was handed to the socket.
- */
-function frameWriter(conn: Deno.UnixConn): (frame: unknown) => Promise<void> {
+/** Serializes frame writes, coalescing frames queued while a write is under way. */
+function frameWriter(conn: Deno.UnixConn): (frame: unknown) => void {
   const writer = conn.writable.getWriter();
   let queue: Uint8Array[] = [];
-  let written: (() => void)[] = [];
   let writing = false;
-  async function flush(): Promise<void> {
+  async function flushQueue(): Promise<void> {
     writing = true;
     try {
       while (queue.length > 0) {
         const parts = queue;
-        const done = written;
         queue = [];
-        written = [];
         await writer.write(parts.length === 1 ? parts[0] : join(parts));
-        for (const resolve of done) resolve();
       }
     } catch {
       exit(0);
@@ -172,11 +214,8 @@ function frameWriter(conn: Deno.UnixConn): (frame: unknown) => Promise<void> {
     writing = false;
   }
   return (frame) => {
-    const { promise, resolve } = Promise.withResolvers<void>();
     queue.push(encodeFrame(frame));
-    written.push(resolve);
-    if (!writing) flush();
-    return promise;
+    if (!writing) flushQueue();
   };
 }
 

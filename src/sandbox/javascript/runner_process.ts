@@ -1,42 +1,31 @@
 /**
- * Host side of one JS runner process: starts it, speaks the frame protocol over its unix
- * socket, supervises one run at a time (timeout, output cap, death) and kills its whole
- * process group when anything goes wrong. Bytes from the runner are never trusted.
+ * Host side of one JS runner process: speaks the frame protocol over the runner's connection,
+ * supervises one run at a time (timeout, output cap, death) and ends the runner when anything
+ * goes wrong. Bytes from the runner are never trusted, and how a run ended is decided from what
+ * the host saw (its timer, the output it counted, how the kernel ended the process), never
+ * from what the runner says of itself.
  *
  * @module
  */
 
+import { OutputCapture, type OutputPolicy, utf8Length } from "../../output.ts";
 import { resolveRetVal } from "../../ret_val.ts";
 import { type RunOutcome, type RunStatus, SandboxStartError } from "../../runtime.ts";
 import type { Sandbox } from "../../pool.ts";
-import {
-  encodeFrame,
-  FrameDecoder,
-  parseRunnerFrame,
-  type RunFrame,
-  type RunnerFrame,
-} from "./protocol.ts";
-import { runnerCommandLine, type RunnerLaunch, type RunnerLayers } from "./runner_command.ts";
+import type { JailedProcess, SandboxExit } from "../jail/mod.ts";
+import { encodeFrame, FrameDecoder, parseRunnerFrame, type RunnerFrame } from "./protocol.ts";
 
-/** How runners are started. */
-export interface RunnerOptions {
-  /** V8 heap budget per isolate, in MiB. */
-  memoryLimitMb: number;
-  /** RLIMIT_DATA of the process, in bytes. */
-  dataLimitBytes: number;
-  /** Cap on each of stdout and stderr, in bytes. */
+/** What the host needs to supervise runners. */
+export interface RunnerSupervision {
+  /** Cap on each of stdout and stderr (and on a return value), in UTF-8 bytes. */
   maxOutputBytes: number;
-  /** Uid/gid to run as when the uid layer is active. */
-  uid: number;
-  /** Confinement layers. */
-  layers: RunnerLayers;
-  /** Run user code on the runner's thread instead of a worker (see runner_command.ts). */
-  inline?: boolean;
-  /** How the runner program is started (see runner_command.ts); default `"deno"`. */
-  launch?: RunnerLaunch;
-  /** Deno cache directory of the runners; defaults to a private one per runner. */
-  denoDir?: string;
-  /** Longest a boot may take before it counts as failed, in ms. */
+  /** Past the cap: keep head and tail (`truncate`) or stop the run (`stop`). */
+  outputPolicy: OutputPolicy;
+  /** The memory budget, for the `memory_limit` message. */
+  memoryLimitMb: number;
+  /** Names of ECMAScript's globals, sent to the runner at boot. */
+  builtins: readonly string[];
+  /** Longest a boot may take, in ms (default 10 s). */
   bootTimeoutMs?: number;
 }
 
@@ -50,185 +39,137 @@ export interface RunnerJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
-  /** The runner will serve the tenant's later runs too (see {@link RunFrame.keep}). */
-  keep?: boolean;
 }
 
-/** The outcome of a run plus whether the runner may serve another run. */
+/** The outcome of a run and whether the runner may serve another. */
 export interface RunnerResult {
   /** What the run produced. */
   outcome: RunOutcome;
-  /** Settles once the runner is known idle (true) or unusable (false). */
-  reusable: Promise<boolean>;
+  /** True when the runner is idle and clean: it may serve its tenant's next run. */
+  reusable: boolean;
 }
 
-const STDERR_KEEP_BYTES = 16 * 1024;
-const IDLE_GRACE_MS = 250;
+/** Time a stopped run's runner has to send what the run printed before it is killed. */
+const STOP_GRACE_MS = 50;
 const KILL_CODE = 137;
 const TIMEOUT_CODE = 124;
+/** Signals V8 ends a process with when a heap cannot grow (SIGTRAP, SIGABRT). */
+const HEAP_ABORTS = new Set([5, 6]);
 
 let runnerCounter = 0;
 
 interface ActiveRun {
   id: number;
-  startedAt: number;
-  stdout: string[];
-  stderr: string[];
-  bytes: [number, number];
-  truncated: boolean;
-  resolve: (outcome: RunOutcome) => void;
-  /** Ends the run as a start failure: only before the runner acknowledged it. */
-  reject: (error: SandboxStartError) => void;
-  /** True once the runner acknowledged the run (its code may have started from then on). */
-  acked: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
   job: RunnerJob;
+  startedAt: number;
+  stdout: OutputCapture;
+  stderr: OutputCapture;
+  acked: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  resolve: (result: RunnerResult) => void;
+  reject: (error: SandboxStartError) => void;
+  stopped?: () => void;
 }
 
-/** A started runner process; created by {@link startRunner}. */
+/** A runner process in its jail; made by {@link startRunner}. */
 export class JsRunner implements Sandbox {
   /** Unique id, reported as the instance id. */
   readonly id: string;
-  /** Settles when the process is gone. */
-  readonly exited: Promise<Deno.CommandStatus>;
-  #child: Deno.ChildProcess;
-  #conn: Deno.UnixConn | undefined;
-  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  #options: RunnerOptions;
-  #dead = false;
-  #stderrTail = "";
-  #stderrDone: Promise<void>;
+  /** Settles once the process is gone and its slot is free. */
+  readonly exited: Promise<SandboxExit>;
+  /** The runner's pid. */
+  readonly pid: number;
+  /** Runs handed to this runner so far. */
+  runs = 0;
+  #process: JailedProcess;
+  #options: RunnerSupervision;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
   #ready = Promise.withResolvers<void>();
+  #dead = false;
   #active: ActiveRun | undefined;
-  #idleWaiter: { id: number; resolve: (idle: boolean) => void } | undefined;
   #nextRunId = 1;
 
-  /** Supervises `child`, a runner started in the private directory `init.dir`. */
-  constructor(
-    child: Deno.ChildProcess,
-    init: { id: string; dir: string; options: RunnerOptions },
-  ) {
-    this.id = init.id;
-    this.#child = child;
-    this.#options = init.options;
-    this.#stderrDone = this.#readStderr();
+  constructor(process: JailedProcess, options: RunnerSupervision) {
+    this.id = `js-${Deno.pid}-${++runnerCounter}`;
+    this.pid = process.pid;
+    this.#process = process;
+    this.#options = options;
+    this.#writer = process.conn.writable.getWriter();
+    this.#writer.closed.catch(() => {});
     this.#ready.promise.catch(() => {});
-    this.exited = child.status.then(async (status) => {
+    this.exited = process.exit.then((exit) => {
       this.#dead = true;
-      try {
-        this.#conn?.close();
-      } catch {
-        // already closed
-      }
-      await Deno.remove(init.dir, { recursive: true }).catch(() => {});
-      this.#onExit(status);
-      return status;
+      this.#onExit(exit);
+      return exit;
     });
+    this.#readFrames();
   }
 
-  /** Ends the process group at once. Idempotent. */
-  kill(): void {
-    if (this.#dead) return;
+  /** Sends the boot frame and waits for the runner's `ready`. */
+  async boot(): Promise<void> {
+    this.#write({ t: "config", builtins: this.#options.builtins });
+    const ms = this.#options.bootTimeoutMs ?? 10_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`runner boot exceeded ${ms} ms`)), ms);
+    });
     try {
-      Deno.kill(-this.#child.pid, "SIGKILL");
-    } catch {
-      // No such group yet: `setsid` has not run, so the process has no children either.
-      try {
-        Deno.kill(this.#child.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
+      await Promise.race([this.#ready.promise, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  /** Last bytes the runner wrote to stderr (diagnostics only). */
-  diagnostics(): string {
-    return this.#stderrTail;
+  /** Ends the runner and everything in its jail. Idempotent. */
+  kill(): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#process.kill();
   }
 
-  /** Attaches the accepted connection and waits for the runner's `ready` frame. */
-  async attach(conn: Deno.UnixConn): Promise<void> {
-    this.#conn = conn;
-    this.#writer = conn.writable.getWriter();
-    this.#readFrames(conn);
-    await this.#ready.promise;
+  /** Asks the runner to boot its worker for later runs while it waits. */
+  prepare(): void {
+    if (!this.#dead && !this.#active) this.#write({ t: "prepare" });
   }
 
   /**
    * Runs one job. Rejects with {@link SandboxStartError} only when the runner could not be
    * handed the code; everything after that is an outcome.
    */
-  async run(job: RunnerJob): Promise<RunnerResult> {
-    if (this.#dead || this.#active || !this.#writer) {
-      throw new SandboxStartError(`runner ${this.id} is not available`);
+  run(job: RunnerJob): Promise<RunnerResult> {
+    if (this.#dead || this.#active) {
+      return Promise.reject(new SandboxStartError(`runner ${this.id} is not available`));
     }
-    const id = this.#nextRunId++;
-    const frame: RunFrame = {
-      t: "run",
-      id,
-      code: job.code,
-      file: job.file,
-      maxOutputBytes: this.#options.maxOutputBytes,
-    };
-    if (job.input !== undefined) frame.input = job.input;
-    if (job.keep) frame.keep = true;
-    const { promise, resolve, reject } = Promise.withResolvers<RunOutcome>();
-    const idle = Promise.withResolvers<boolean>();
-    this.#idleWaiter = { id, resolve: idle.resolve };
+    this.runs++;
+    const { promise, resolve, reject } = Promise.withResolvers<RunnerResult>();
+    const limit = this.#options.maxOutputBytes;
     const active: ActiveRun = {
-      id,
+      id: this.#nextRunId++,
+      job,
       startedAt: performance.now(),
-      stdout: [],
-      stderr: [],
-      bytes: [0, 0],
-      truncated: false,
+      stdout: new OutputCapture(limit),
+      stderr: new OutputCapture(limit),
+      acked: false,
       resolve,
       reject,
-      acked: false,
-      timer: undefined,
-      job,
     };
     this.#active = active;
     // Armed before the write, so even a runner that stops reading cannot stall the answer.
     active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
-    try {
-      await this.#writer.write(encodeFrame(frame));
-    } catch (error) {
-      if (this.#active === active) {
-        // The runner was gone before it could read the code: nothing ran.
-        this.#active = undefined;
-        clearTimeout(active.timer);
-        this.kill();
-        throw new SandboxStartError(`runner ${this.id} did not accept the run`, { cause: error });
-      }
-    }
-    const outcome = await promise;
-    let reusable: Promise<boolean>;
-    if (outcome.status === "success" || outcome.status === "error") {
-      reusable = this.#waitIdle(idle.promise);
-    } else {
-      this.#idleWaiter = undefined;
-      reusable = Promise.resolve(false);
-    }
-    return { outcome, reusable };
+    const frame: Record<string, unknown> = { t: "run", id: active.id, code: job.code, file: job.file };
+    if (job.input !== undefined) frame.input = job.input;
+    this.#write(frame);
+    return promise;
   }
 
-  async #waitIdle(idle: Promise<boolean>): Promise<boolean> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), IDLE_GRACE_MS);
-    });
-    const ok = await Promise.race([idle, late]);
-    clearTimeout(timer);
-    this.#idleWaiter = undefined;
-    if (!ok) this.kill();
-    return ok && !this.#dead;
+  #write(frame: unknown): void {
+    this.#writer.write(encodeFrame(frame)).catch(() => this.#anomaly("the runner stopped reading"));
   }
 
-  async #readFrames(conn: Deno.UnixConn): Promise<void> {
+  async #readFrames(): Promise<void> {
     const decoder = new FrameDecoder();
     try {
-      for await (const chunk of conn.readable) {
+      for await (const chunk of this.#process.conn.readable) {
         for (const body of decoder.push(chunk)) this.#onFrame(parseRunnerFrame(body));
         if (this.#dead) break;
       }
@@ -245,10 +186,6 @@ export class JsRunner implements Sandbox {
       this.#ready.resolve();
       return;
     }
-    if (frame.t === "idle") {
-      if (this.#idleWaiter?.id === frame.id) this.#idleWaiter.resolve(true);
-      return;
-    }
     const active = this.#active;
     if (!active || active.id !== frame.id) {
       this.#anomaly(`frame for run ${frame.id} outside that run`);
@@ -262,20 +199,19 @@ export class JsRunner implements Sandbox {
       this.#anomaly(`frame ${frame.t} before the run was acknowledged`);
       return;
     }
-    if (frame.t === "refused") {
-      // No code of this run started; an earlier run of the tenant changed the realm.
-      this.kill();
-      this.#abort(active, `runner ${this.id} refused the run: an earlier run changed its realm`);
-      return;
-    }
     if (frame.t === "out") {
-      this.#output(active, frame.fd, frame.data);
+      const capture = frame.fd === 1 ? active.stdout : active.stderr;
+      capture.push(frame.data);
+      if (capture.exceeded && this.#options.outputPolicy === "stop") this.#outputStop(active);
       return;
     }
-    const cap = this.#options.maxOutputBytes;
-    // The cap is in UTF-8 bytes, as for stdout and stderr (a UTF-16 length undercounts).
-    const oversized = frame.oversized || utf8Length(frame.explicit ?? "") > cap ||
-      utf8Length(frame.returned ?? "") > cap;
+    if (frame.t === "stopped") {
+      active.stopped?.();
+      return;
+    }
+    const limit = this.#options.maxOutputBytes;
+    const oversized = utf8Length(frame.explicit ?? "") > limit ||
+      utf8Length(frame.returned ?? "") > limit;
     const status: RunStatus = frame.memory
       ? "memory_limit"
       : oversized
@@ -283,61 +219,61 @@ export class JsRunner implements Sandbox {
       : frame.exitCode === 0
       ? "success"
       : "error";
-    if (frame.exited) this.#idleWaiter?.resolve(false);
-    const stdout = active.stdout.join("");
+    const stdout = active.stdout.text();
     const resolved = status === "success" || status === "error"
       ? resolveRetVal({ explicit: frame.explicit, returned: frame.returned, stdout })
       : { retVal: "", stdout };
+    const reusable = !frame.exited && !frame.leftover &&
+      (status === "success" || status === "error");
     this.#settle(active, {
       status,
       exitCode: frame.exitCode,
       stdout: resolved.stdout,
       retVal: resolved.retVal,
-      truncated: active.truncated || status === "output_limit",
       error: status === "memory_limit"
         ? this.#memoryMessage()
         : status === "output_limit"
         ? this.#outputMessage()
         : undefined,
-    });
+    }, reusable);
+    if (!reusable) this.kill();
   }
 
-  #output(active: ActiveRun, fd: 1 | 2, data: string): void {
-    const cap = this.#options.maxOutputBytes;
-    const index = fd - 1;
-    const size = utf8Length(data);
-    const room = cap - active.bytes[index];
-    const parts = fd === 1 ? active.stdout : active.stderr;
-    if (size <= room) {
-      active.bytes[index] += size;
-      parts.push(data);
-      return;
-    }
-    parts.push(truncateUtf8(data, room));
-    active.bytes[index] = cap;
-    active.truncated = true;
+  #outputStop(active: ActiveRun): void {
     this.kill();
     this.#settle(active, {
       status: "output_limit",
       exitCode: KILL_CODE,
-      stdout: active.stdout.join(""),
+      stdout: active.stdout.text(),
       retVal: "",
-      truncated: true,
       error: this.#outputMessage(),
-    });
+    }, false);
   }
 
+  /** Past the timeout: take what the run printed (the runner's main thread is never blocked by
+   * user code), then kill it. */
   #timeout(active: ActiveRun): void {
     if (this.#active !== active) return;
-    this.kill();
-    this.#settle(active, {
-      status: "timeout",
-      exitCode: TIMEOUT_CODE,
-      stdout: active.stdout.join(""),
-      retVal: "",
-      truncated: active.truncated,
-      error: `execution timed out after ${active.job.timeoutMs} ms`,
-    });
+    const answer = () => {
+      this.kill();
+      this.#settle(active, {
+        status: "timeout",
+        exitCode: TIMEOUT_CODE,
+        stdout: active.stdout.text(),
+        retVal: "",
+        error: `execution timed out after ${active.job.timeoutMs} ms`,
+      }, false);
+    };
+    if (!active.acked) {
+      answer();
+      return;
+    }
+    const grace = setTimeout(answer, STOP_GRACE_MS);
+    active.stopped = () => {
+      clearTimeout(grace);
+      answer();
+    };
+    this.#write({ t: "stop", id: active.id });
   }
 
   #anomaly(reason: string): void {
@@ -351,45 +287,35 @@ export class JsRunner implements Sandbox {
     this.#settle(active, {
       status: "crashed",
       exitCode: KILL_CODE,
-      stdout: active.stdout.join(""),
+      stdout: active.stdout.text(),
       retVal: "",
-      truncated: active.truncated,
       error: `sandbox crashed: ${reason}`,
-    });
+    }, false);
   }
 
-  async #onExit(status: Deno.CommandStatus): Promise<void> {
-    this.#ready.reject(new Error(this.#bootFailure(status)));
-    this.#idleWaiter?.resolve(false);
+  #onExit(exit: SandboxExit): void {
+    this.#ready.reject(new Error(this.#bootFailure(exit)));
     const active = this.#active;
     if (!active) return;
-    // The process is gone; give its stderr a moment to drain to tell OOM from a crash.
     if (!active.acked) {
       this.#abort(active, `runner ${this.id} exited before taking the run`);
       return;
     }
-    await Promise.race([this.#stderrDone, new Promise((r) => setTimeout(r, 50))]);
-    if (this.#active !== active) return;
-    const oom =
-      /out of memory|Array buffer allocation failed|memory allocation of \d+ bytes failed/i
-        .test(this.#stderrTail);
-    const exitCode = status.signal ? 128 + signalNumber(status.signal) : status.code;
+    // How the kernel ended it says why: a memory kill in its cgroup, or V8's abort when a heap
+    // could not grow. Nothing the runner wrote is taken as evidence.
+    const memory = exit.oom || (exit.signal !== undefined && HEAP_ABORTS.has(exit.signal));
+    const exitCode = exit.signal !== undefined ? 128 + exit.signal : exit.code ?? KILL_CODE;
     this.#settle(active, {
-      status: oom ? "memory_limit" : "crashed",
-      exitCode: oom ? KILL_CODE : exitCode,
-      stdout: active.stdout.join(""),
+      status: memory ? "memory_limit" : "crashed",
+      exitCode: memory ? KILL_CODE : exitCode,
+      stdout: active.stdout.text(),
       retVal: "",
-      truncated: active.truncated,
-      error: oom
-        ? this.#memoryMessage()
-        : `sandbox crashed (${status.signal ?? `exit code ${status.code}`})`,
-    });
+      error: memory ? this.#memoryMessage() : `sandbox crashed (${describeExit(exit)})`,
+    }, false);
   }
 
-  #bootFailure(status: Deno.CommandStatus): string {
-    const how = status.signal ?? `exit code ${status.code}`;
-    const tail = this.#stderrTail.trim().split("\n").slice(-3).join(" | ");
-    return `runner exited during boot (${how})${tail ? `: ${tail}` : ""}`;
+  #bootFailure(exit: SandboxExit): string {
+    return `runner exited during boot (${describeExit(exit)})`;
   }
 
   #memoryMessage(): string {
@@ -409,144 +335,26 @@ export class JsRunner implements Sandbox {
 
   #settle(
     active: ActiveRun,
-    result: Omit<RunOutcome, "stderr" | "durationMs" | "instanceId">,
+    result: Omit<RunOutcome, "stderr" | "durationMs" | "instanceId" | "truncated">,
+    reusable: boolean,
   ): void {
     if (this.#active !== active) return;
     this.#active = undefined;
     clearTimeout(active.timer);
     active.resolve({
-      ...result,
-      stderr: active.stderr.join(""),
-      durationMs: Math.round(performance.now() - active.startedAt),
-      instanceId: this.id,
+      outcome: {
+        ...result,
+        stderr: active.stderr.text(),
+        truncated: active.stdout.exceeded || active.stderr.exceeded ||
+          result.status === "output_limit",
+        durationMs: Math.round(performance.now() - active.startedAt),
+        instanceId: this.id,
+      },
+      reusable,
     });
   }
-
-  async #readStderr(): Promise<void> {
-    const decoder = new TextDecoder();
-    try {
-      for await (const chunk of this.#child.stderr) {
-        const text = this.#stderrTail + decoder.decode(chunk, { stream: true });
-        this.#stderrTail = text.length > STDERR_KEEP_BYTES
-          ? text.slice(text.length - STDERR_KEEP_BYTES)
-          : text;
-      }
-    } catch {
-      // the process is gone
-    }
-  }
 }
 
-/** Starts a runner and waits until its worker is ready for code. */
-export async function startRunner(options: RunnerOptions): Promise<JsRunner> {
-  const dir = await Deno.makeTempDir({ prefix: "faas-js-" });
-  const socketPath = `${dir}/s`;
-  let listener: Deno.UnixListener | undefined;
-  let runner: JsRunner | undefined;
-  try {
-    listener = Deno.listen({ transport: "unix", path: socketPath });
-    if (options.layers.uid) {
-      await Deno.chown(dir, options.uid, options.uid);
-      await Deno.chown(socketPath, options.uid, options.uid);
-    }
-    const { command, args, env } = runnerCommandLine({
-      socketPath,
-      memoryLimitMb: options.memoryLimitMb,
-      dataLimitBytes: options.dataLimitBytes,
-      uid: options.uid,
-      layers: options.layers,
-      inline: options.inline,
-      launch: options.launch,
-    });
-    const child = new Deno.Command(command, {
-      args,
-      cwd: dir,
-      clearEnv: true,
-      // Deno refuses to start without a cache directory; the runner's own is private.
-      env: { ...env, DENO_DIR: options.denoDir ?? `${dir}/deno` },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    runner = new JsRunner(child, { id: `js-${Deno.pid}-${++runnerCounter}`, dir, options });
-    const bootTimeout = options.bootTimeoutMs ?? 10_000;
-    const accepted = listener.accept();
-    const conn = await Promise.race([
-      accepted,
-      runner.exited.then((status) => {
-        throw new Error(`runner exited before connecting (${status.signal ?? status.code})`);
-      }),
-      deadline(bootTimeout),
-    ]);
-    listener.close();
-    listener = undefined;
-    await Deno.remove(socketPath).catch(() => {});
-    await Promise.race([runner.attach(conn), deadline(bootTimeout)]);
-    return runner;
-  } catch (error) {
-    listener?.close();
-    runner?.kill();
-    if (!runner) await Deno.remove(dir, { recursive: true }).catch(() => {});
-    const detail = runner?.diagnostics().trim().split("\n").slice(-3).join(" | ");
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new Error(detail && !reason.includes(detail) ? `${reason}: ${detail}` : reason);
-  }
-}
-
-function deadline(ms: number): Promise<never> {
-  return new Promise((_, reject) => {
-    const timer = setTimeout(() => reject(new Error(`runner boot exceeded ${ms} ms`)), ms);
-    Deno.unrefTimer(timer);
-  });
-}
-
-function utf8Length(text: string): number {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) bytes += 1;
-    else if (code < 0x800) bytes += 2;
-    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
-      bytes += 4;
-      i++;
-    } else bytes += 3;
-  }
-  return bytes;
-}
-
-/** The longest prefix of `text` that fits in `maxBytes` of UTF-8, cut between characters. */
-function truncateUtf8(text: string, maxBytes: number): string {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    let size = code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
-    let width = 1;
-    if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
-      size = 4;
-      width = 2;
-    }
-    if (bytes + size > maxBytes) return text.slice(0, i);
-    bytes += size;
-    i += width - 1;
-  }
-  return text;
-}
-
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGILL: 4,
-  SIGTRAP: 5,
-  SIGABRT: 6,
-  SIGBUS: 7,
-  SIGFPE: 8,
-  SIGKILL: 9,
-  SIGSEGV: 11,
-  SIGPIPE: 13,
-  SIGTERM: 15,
-};
-
-function signalNumber(signal: Deno.Signal): number {
-  return SIGNALS[signal] ?? 0;
+function describeExit(exit: SandboxExit): string {
+  return exit.signal !== undefined ? `signal ${exit.signal}` : `exit code ${exit.code}`;
 }

@@ -1,0 +1,1 @@
+"""The sandbox jail: every OS layer a sandbox process is put into, for every language."""

@@ -1,0 +1,1 @@
+"""The Python runtime inside its jail: a zygote per slot that forks each run."""

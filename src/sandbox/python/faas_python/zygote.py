@@ -1,0 +1,345 @@
+"""A Python zygote: one per slot, forked from the jailer (so it starts with every preloaded
+module) into the slot's jail (network namespace, cgroup, minimal read-only root). For each run
+it forks a child ahead of time into the run's own layers (pid, mount and ipc namespaces with a
+fresh /tmp and /proc, rlimits, the slot's uid, seccomp), which waits for its job.
+
+The zygote relays a run's job from the service's connection into the child's pipe, and the
+child's stdout, stderr and report back, with splice(2): the bytes never pass through its own
+memory, so no later run forked from it can find an earlier run's code, input or output there.
+It enforces the run's timeout (SIGTERM, which lets Python write out buffered output, then
+SIGKILL) and says how the run ended; it never parses anything a run wrote.
+"""
+
+import fcntl
+import gc
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import termios
+import time
+
+from faas_jail import layers
+from faas_python import executor, frames, validation
+
+STOP_GRACE = 0.04  # between the timeout's SIGTERM and its SIGKILL
+DRAIN_GRACE = 0.05  # for output still in the pipes once the run is gone
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+CONFIG = {}
+
+# Modules the platform's evaluator programs import on every run: loaded once here, each run
+# inherits them (about 100 ms per run on a loaded host otherwise). They hold no secret.
+ALWAYS_PRELOADED = ("asyncio", "dataclasses", "typing", "json", "re", "random")
+
+
+def prepare(config):
+    """In the jailer, before it forks any zygote: imports what runs inherit."""
+    CONFIG.update(config)
+    for name in ALWAYS_PRELOADED:
+        __import__(name)
+    for name in config.get("preload", ()):
+        try:
+            __import__(name)
+        except Exception as exc:  # noqa: BLE001 - any failure of the import is reported as is
+            raise SystemExit("cannot preload the python module %r: %s" % (name, exc)) from None
+    gc.collect()
+    gc.freeze()
+
+
+def serve(sock, jail, slot, oom_kills):
+    """The zygote's loop; returns when the service closes the connection."""
+    Zygote(sock, jail, slot, oom_kills).loop()
+
+
+class Child:
+    """A run child: its pid and the zygote's ends of its pipes."""
+
+    def __init__(self, pid, job_w, out_r, err_r, report_r):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.job_w = job_w
+        self.streams = {out_r: 1, err_r: 2, report_r: 3}
+        self.status = None
+        self.run = 0
+        self.deadline = None
+        self.kill_at = None
+        self.drain_until = None
+        self.flags = 0
+        self.ooms = 0
+
+
+class Zygote:
+    def __init__(self, sock, jail, slot, oom_kills):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.jail = jail
+        self.slot = slot
+        self.oom_kills = oom_kills
+        self.poll = select.poll()
+        self.header = b""
+        self.spare = None
+        self.running = None
+        self.owners = {}  # fd -> Child (pidfds and pipes of the spare and the running child)
+        self.failures = 0
+        self.flags = layers.CLONE_NEWNS if jail.layers["mountns"] else 0
+        if jail.layers["pidns"]:
+            self.flags |= layers.CLONE_NEWPID
+        if jail.layers["ipcns"]:
+            self.flags |= layers.CLONE_NEWIPC
+        # Address space: what this process maps already plus the run's memory budget.
+        self.limits = dict(CONFIG.get("limits", {}))
+        self.limits["AS"] = _mapped_bytes() + CONFIG["memory_limit_bytes"]
+        self.package_root = CONFIG["path"]
+
+    def loop(self):
+        os.set_blocking(self.fd, True)
+        self.poll.register(self.fd, select.POLLIN)
+        self._fork_spare()
+        while True:
+            for fd, _ in self.poll.poll(self._next_timer()):
+                if fd == self.fd:
+                    if not self._read_host():
+                        return
+                    continue
+                child = self.owners.get(fd)
+                if child is None:
+                    continue
+                if fd == child.pidfd:
+                    self._reap(child)
+                else:
+                    self._relay(child, fd)
+            self._check_timers()
+
+    # ------------------------------------------------------------------ service frames
+
+    def _read_host(self):
+        chunk = os.read(self.fd, frames.HEADER.size - len(self.header))
+        if not chunk:
+            return False
+        self.header += chunk
+        if len(self.header) < frames.HEADER.size:
+            return True
+        kind, _, _, run, argument, length = frames.unpack(self.header)
+        self.header = b""
+        if kind == frames.RUN:
+            self._start(run, argument, length)
+        elif kind == frames.STOP and self.running and self.running.run == run:
+            self.running.flags |= frames.STOPPED
+            self._kill(self.running, signal.SIGKILL)
+        return True
+
+    def _start(self, run, timeout_ms, length):
+        child = self.spare
+        if child is None or self.running is not None:
+            # The service sent a run with no spare ready: drop it and say it never started.
+            _discard(self.fd, length)
+            self._send(frames.pack(frames.EXIT, run, flags=frames.STOPPED))
+            return
+        self.spare = None
+        self.running = child
+        child.run = run
+        child.ooms = self.oom_kills()
+        child.deadline = time.monotonic() + timeout_ms / 1000
+        try:
+            _splice_exactly(self.fd, child.job_w, length)
+        except OSError:
+            _discard(self.fd, length)  # the child is gone: its exit says so
+        os.close(child.job_w)
+        child.job_w = None
+
+    def _send(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    # ------------------------------------------------------------------ the run
+
+    def _relay(self, child, fd):
+        available = _readable_bytes(fd)
+        if available == 0:
+            self._forget(fd)
+            del child.streams[fd]
+            self._maybe_done(child)
+            return
+        if child is not self.running:
+            _splice_exactly(fd, self.null, available)  # a spare's own failure message
+            return
+        self._send(frames.pack(frames.OUT, child.run, stream=child.streams[fd],
+                               length=available))
+        _splice_exactly(fd, self.fd, available)
+
+    def _reap(self, child):
+        pid, status = os.waitpid(child.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        child.status = status
+        self._forget(child.pidfd)
+        child.drain_until = time.monotonic() + DRAIN_GRACE
+        self._maybe_done(child)
+
+    def _maybe_done(self, child, force=False):
+        if child.status is None or (child.streams and not force):
+            return
+        for fd in list(child.streams):
+            self._forget(fd)
+        child.streams.clear()
+        if child.job_w is not None:
+            os.close(child.job_w)
+            child.job_w = None
+        if child is self.spare:
+            # It died before a job: its jail failed. Try again, more slowly each time.
+            self.spare = None
+            self.failures += 1
+            time.sleep(min(1.0, 0.01 * 2 ** self.failures))
+            self._fork_spare()
+            return
+        flags = child.flags
+        if self.oom_kills() > child.ooms:
+            flags |= frames.OOM
+        self.running = None
+        self.failures = 0
+        self._send(frames.pack(frames.EXIT, child.run, flags=flags, argument=child.status))
+        self._fork_spare()
+
+    def _forget(self, fd):
+        if self.owners.pop(fd, None) is not None:
+            self.poll.unregister(fd)
+        os.close(fd)
+
+    def _next_timer(self):
+        child = self.running
+        if child is None:
+            return -1
+        now = time.monotonic()
+        times = [t for t in (child.deadline, child.kill_at, child.drain_until) if t is not None]
+        if not times:
+            return -1
+        return max(0, int((min(times) - now) * 1000) + 1)
+
+    def _check_timers(self):
+        child = self.running
+        if child is None:
+            return
+        now = time.monotonic()
+        if child.deadline is not None and now >= child.deadline and child.status is None:
+            child.deadline = None
+            child.flags |= frames.TIMED_OUT
+            child.kill_at = now + STOP_GRACE
+            self._kill(child, signal.SIGTERM)
+        if child.kill_at is not None and now >= child.kill_at:
+            child.kill_at = None
+            self._kill(child, signal.SIGKILL)
+        if child.drain_until is not None and now >= child.drain_until:
+            self._maybe_done(child, force=True)
+
+    def _kill(self, child, signum):
+        if child.status is not None:
+            return
+        try:
+            if self.flags & layers.CLONE_NEWPID:
+                os.kill(child.pid, signum)  # its pid namespace goes with it
+            else:
+                os.killpg(child.pid, signum)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ the spare
+
+    def _fork_spare(self):
+        if not hasattr(self, "null"):
+            self.null = os.open("/dev/null", os.O_WRONLY)
+        job_r, job_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        report_r, report_w = os.pipe()
+        for fd in (job_w, out_w, err_w):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass
+        pid = layers.clone(self.flags)
+        if pid == 0:
+            try:
+                self._child(job_r, out_w, err_w, report_w)
+            except BaseException as exc:  # noqa: BLE001 - a jail that fails ends the child
+                try:
+                    os.write(2, ("the run's sandbox failed: %s\n" % exc).encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(71)
+        for fd in (job_r, out_w, err_w, report_w):
+            os.close(fd)
+        child = Child(pid, job_w, out_r, err_r, report_r)
+        for fd in (child.pidfd, *child.streams):
+            self.owners[fd] = child
+            self.poll.register(fd, select.POLLIN)
+        self.spare = child
+        self._send(frames.pack(frames.READY))
+
+    def _child(self, job_r, out_w, err_w, report_w):
+        if not self.flags & layers.CLONE_NEWPID:
+            os.setsid()  # without a pid namespace, the group is what the zygote kills
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.dup2(job_r, 3)
+        os.dup2(report_w, 4)
+        layers.close_fds_except({3, 4})
+        if self.jail.layers["mountns"]:
+            layers.fresh_tmp(self.jail.tmp_options(self.slot.uid),
+                             with_proc=bool(self.flags & layers.CLONE_NEWPID))
+        os.chdir("/tmp")
+        self.jail.confine(self.slot, self.limits)
+        os.environ.clear()
+        sys.path[:] = [p for p in sys.path if not p.startswith(self.package_root)]
+        executor.install_stdio()
+        signal.signal(signal.SIGTERM, executor.stop_on_signal)
+        sys.argv = [executor.USER_FILE]
+        executor.reseed()
+        data = bytearray()
+        while chunk := os.read(3, 1 << 20):
+            data += chunk
+        os.close(3)
+        if not data:
+            os._exit(0)  # retired without a job
+        job = json.loads(bytes(data))
+        del data
+        if job.get("mode") == "validate":
+            validation.validate(job["code"], 4)
+        cpu = max(1, -(-int(job.get("timeout_ms", 1000)) // 1000) + 1)
+        layers.set_limits({"CPU": cpu})
+        executor.execute(job, 4)
+
+
+def _readable_bytes(fd):
+    data = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", data)[0]
+
+
+def _splice_exactly(source, target, count):
+    while count > 0:
+        moved = os.splice(source, target, count)
+        if moved == 0:
+            raise OSError("the other end closed")
+        count -= moved
+
+
+def _discard(fd, count):
+    while count > 0:
+        chunk = os.read(fd, min(count, 1 << 16))
+        if not chunk:
+            return
+        count -= len(chunk)
+
+
+def _mapped_bytes():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
