@@ -10,7 +10,7 @@ import {
   createJavaScriptRuntime,
   type JavaScriptRuntimeOptions,
 } from "../src/sandbox/javascript/mod.ts";
-import { RUNNER_ENTRY, SELF_RUNNER_FLAG } from "../src/sandbox/javascript/runner_command.ts";
+import { SELF_RUNNER_FLAG } from "../src/sandbox/javascript/runner_command.ts";
 import type { Language, RunJob, RunOutcome, Runtime, RuntimeSettings } from "../src/runtime.ts";
 
 /** Settings small enough for tests, overridable per suite. */
@@ -33,18 +33,12 @@ export async function startRuntime(
   options: JavaScriptRuntimeOptions = {},
 ): Promise<Runtime> {
   const runtime = createJavaScriptRuntime(testSettings(overrides), {
-    runnerMode: runnerModeFromEnv(),
+    python: Deno.env.get("FAAS_PYTHON") ?? "python3",
     launch: launchFromEnv(),
     ...options,
   });
   await runtime.start();
   return runtime;
-}
-
-/** Lets a whole suite run against inline runners: `JS_RUNNER_MODE=inline deno test ...`. */
-function runnerModeFromEnv(): "worker" | "inline" | undefined {
-  const mode = Deno.env.get("JS_RUNNER_MODE");
-  return mode === "inline" || mode === "worker" ? mode : undefined;
 }
 
 /** Lets a whole suite run against self-launched runners: `JS_RUNNER_LAUNCH=self deno test ...`. */
@@ -72,22 +66,31 @@ export function run(
   return runtime.run(job);
 }
 
-/** Pids of live runner processes started by this test process. */
+/** Pids of live runner processes started (through a jailer) by this test process. */
 export async function runnerPids(): Promise<number[]> {
-  const pids: number[] = [];
+  const parents = new Map<number, number>();
+  const runners: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
-      const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (!cmdline.includes(RUNNER_ENTRY.pathname) && !cmdline.includes(SELF_RUNNER_FLAG)) continue;
       const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (parent === Deno.pid) pids.push(Number(entry.name));
+      if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") continue;
+      parents.set(Number(entry.name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+      const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
+      if (cmdline.includes("/js/runner.ts") || cmdline.includes(SELF_RUNNER_FLAG)) {
+        runners.push(Number(entry.name));
+      }
     } catch {
       // exited meanwhile
     }
   }
-  return pids;
+  const mine = (pid: number) => {
+    for (let at = parents.get(pid); at !== undefined && at > 1; at = parents.get(at)) {
+      if (at === Deno.pid) return true;
+    }
+    return false;
+  };
+  return runners.filter(mine);
 }
 
 async function runningThreads(pid: number): Promise<number> {

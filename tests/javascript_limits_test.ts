@@ -99,33 +99,85 @@ Deno.test("limits: one huge ArrayBuffer is refused", opts, async () => {
   await assertStillServes();
 });
 
-Deno.test("limits: a stdout flood is stopped at the cap", opts, async () => {
-  const outcome = await run(runtime, "while (true) console.log('flood flood flood');", {
-    timeoutMs: 20_000,
-  });
-  assertEquals(outcome.status, "output_limit");
+Deno.test(
+  "limits: a stdout flood keeps its head and tail and runs to its timeout",
+  opts,
+  async () => {
+    const outcome = await run(
+      runtime,
+      "console.log('first line');\nwhile (true) console.log('flood flood flood');",
+      { timeoutMs: 1_000 },
+    );
+    assertTimedOut(outcome, 1_000);
+    assertEquals(outcome.truncated, true);
+    assert(
+      outcome.stdout.startsWith("first line\nflood flood flood\n"),
+      outcome.stdout.slice(0, 80),
+    );
+    assert(/\n\[… \d+ bytes of output dropped …\]\n/.test(outcome.stdout), "the dropped line");
+    assert(outcome.stdout.endsWith("flood\n"));
+    // Bounded, whatever was printed: the cap plus the line that says what was dropped.
+    assert(new TextEncoder().encode(outcome.stdout).length <= MAX_OUTPUT + 100);
+    await assertStillServes();
+  },
+);
+
+Deno.test("limits: output past the cap keeps the result at its end", opts, async () => {
+  const code = "for (let i = 0; i < 5000; i++) console.log('progress', i);\n" +
+    "console.log('__COZE_RETURN_VAL_START__');\nconsole.log(JSON.stringify({score: 1}));\n" +
+    "console.log('__COZE_RETURN_VAL_END__');";
+  const outcome = await run(runtime, code);
+  assertEquals(outcome.status, "success", outcome.error);
   assertEquals(outcome.truncated, true);
-  assertEquals(new TextEncoder().encode(outcome.stdout).length, MAX_OUTPUT);
-  assert(outcome.stdout.startsWith("flood flood flood\n"));
-  assertEquals(outcome.error, `output limit of ${MAX_OUTPUT} bytes exceeded`);
-  await assertStillServes();
+  assertEquals(outcome.retVal, '{"score":1}');
+  assert(outcome.stdout.startsWith("progress 0\n"));
+  assert(!outcome.stdout.includes("__COZE_RETURN_VAL"), "markers are taken out");
 });
 
-Deno.test("limits: one oversized stderr write is cut at the cap", opts, async () => {
-  const outcome = await run(runtime, "console.error('é'.repeat(40000)); return 1;");
-  assertEquals(outcome.status, "output_limit");
-  assertEquals(outcome.truncated, true);
-  assertEquals(new TextEncoder().encode(outcome.stderr).length, MAX_OUTPUT);
-  assert(/^é+$/.test(outcome.stderr), "cut between characters");
-  await assertStillServes();
-});
+Deno.test(
+  "limits: one oversized stderr write keeps head and tail, cut between characters",
+  opts,
+  async () => {
+    const outcome = await run(runtime, "console.error('é'.repeat(40000)); return 1;");
+    assertEquals(outcome.status, "success");
+    assertEquals(outcome.truncated, true);
+    const [head, tail] = outcome.stderr.split(/\n\[… \d+ bytes of output dropped …\]\n/);
+    assert(/^é+$/.test(head) && /^é*\n$/.test(tail), "cut between characters");
+    assert(new TextEncoder().encode(head + tail).length <= MAX_OUTPUT);
+    await assertStillServes();
+  },
+);
 
-Deno.test("limits: an uncaught error larger than the cap is output_limit", opts, async () => {
+Deno.test("limits: an uncaught error larger than the cap is error, truncated", opts, async () => {
   const outcome = await run(runtime, "throw new Error('e'.repeat(100000));");
-  assertEquals(outcome.status, "output_limit");
-  assertEquals(new TextEncoder().encode(outcome.stderr).length, MAX_OUTPUT);
+  assertEquals(outcome.status, "error");
+  assertEquals(outcome.truncated, true);
   assert(outcome.stderr.startsWith("Uncaught Error: eee"));
   await assertStillServes();
+});
+
+Deno.test("limits: with the stop policy, output past the cap stops the run", opts, async () => {
+  const stopping = await startRuntime(
+    { memoryLimitMb: 128, maxOutputBytes: MAX_OUTPUT },
+    { outputPolicy: "stop" },
+  );
+  try {
+    const flood = await run(stopping, "while (true) console.log('flood flood flood');", {
+      timeoutMs: 20_000,
+    });
+    assertEquals(flood.status, "output_limit");
+    assertEquals(flood.truncated, true);
+    assert(flood.stdout.startsWith("flood flood flood\n"));
+    assertEquals(flood.error, `output limit of ${MAX_OUTPUT} bytes exceeded`);
+    const big = await run(stopping, "console.log('z'.repeat(20 * 1024 * 1024));", {
+      timeoutMs: 20_000,
+    });
+    assertEquals(big.status, "output_limit");
+    const fine = await run(stopping, SEED);
+    assertEquals(fine.retVal, "42");
+  } finally {
+    await stopping.shutdown();
+  }
 });
 
 Deno.test("limits: a return value larger than the cap is output_limit", opts, async () => {
@@ -147,14 +199,19 @@ Deno.test("limits: a return value larger than the cap is output_limit", opts, as
   await assertStillServes();
 });
 
-Deno.test("limits: one write larger than a frame is cut, not a crash", opts, async () => {
-  const outcome = await run(runtime, "console.log('z'.repeat(20 * 1024 * 1024));", {
-    timeoutMs: 20_000,
-  });
-  assertEquals(outcome.status, "output_limit");
-  assertEquals(outcome.stdout.length, MAX_OUTPUT);
-  await assertStillServes();
-});
+Deno.test(
+  "limits: one write larger than a frame is kept as head and tail, not a crash",
+  opts,
+  async () => {
+    const outcome = await run(runtime, "console.log('z'.repeat(20 * 1024 * 1024));", {
+      timeoutMs: 20_000,
+    });
+    assertEquals(outcome.status, "success", outcome.error);
+    assertEquals(outcome.truncated, true);
+    assert(new TextEncoder().encode(outcome.stdout).length <= MAX_OUTPUT + 100);
+    await assertStillServes();
+  },
+);
 
 Deno.test("limits: printing a string that exhausts memory is memory_limit", opts, async () => {
   const outcome = await run(runtime, "console.log('z'.repeat(80 * 1024 * 1024));", {

@@ -19,7 +19,9 @@ const KINDS = [
 ] as const;
 
 /** Makes every evaluator compile with `compile` (see the module doc). */
-export function compileEvaluatorsWith(compile: (source: string, specifier: string) => unknown): void {
+export function compileEvaluatorsWith(
+  compile: (source: string, specifier: string) => unknown,
+): void {
   for (const [keyword, original] of KINDS) {
     const constructor = function (...args: unknown[]) {
       const body = args.length > 0 ? String(args[args.length - 1]) : "";
@@ -32,7 +34,11 @@ export function compileEvaluatorsWith(compile: (source: string, specifier: strin
     return typeof source === "string" ? compile(source, "sandbox:eval") : source;
   };
   Object.defineProperty(evaluate, "name", { value: "eval" });
-  Object.defineProperty(globalThis, "eval", { value: evaluate, writable: true, configurable: true });
+  Object.defineProperty(globalThis, "eval", {
+    value: evaluate,
+    writable: true,
+    configurable: true,
+  });
 }
 
 /** Makes every evaluator throw (see the module doc). */

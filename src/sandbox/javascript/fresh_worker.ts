@@ -99,7 +99,10 @@ function define(name: string, value: unknown): void {
 
 /** `sandbox:main.js:1:27` → `main.js:1:7`: frames as a vm context run prints them. */
 function mapFrames(text: string, specifier: string, file: string): string {
-  const pattern = new RegExp(`${specifier.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):(\\d+)`, "g");
+  const pattern = new RegExp(
+    `${specifier.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):(\\d+)`,
+    "g",
+  );
   return text.replace(pattern, (_, line, column) => {
     const shift = line === "1" ? PREFIX.length : 0;
     return `${file}:${line}:${Math.max(1, Number(column) - shift)}`;

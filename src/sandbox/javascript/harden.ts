@@ -16,7 +16,10 @@ type AnyRecord = Record<string | symbol, any>;
  * included) and prototypes, except the objects in `skip` (e.g. the global, which the platform
  * itself keeps defining properties on). Returns how many objects it froze.
  */
-export function harden(roots: readonly unknown[], options: { skip?: readonly object[] } = {}): number {
+export function harden(
+  roots: readonly unknown[],
+  options: { skip?: readonly object[] } = {},
+): number {
   const seen = new Set<object>(options.skip);
   const stack: unknown[] = [...roots];
   while (stack.length > 0) {

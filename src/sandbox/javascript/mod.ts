@@ -37,9 +37,9 @@ import {
   type Workdir,
 } from "../jail/workdir.ts";
 import {
-  type RunnerLaunch,
-  runnerCommandLine,
   RUNNER_MODULES,
+  runnerCommandLine,
+  type RunnerLaunch,
   SERVICE_ENTRY,
 } from "./runner_command.ts";
 import { JsRunner, type RunnerSupervision } from "./runner_process.ts";
@@ -52,9 +52,10 @@ export type { CommandLine, RunnerCommandOptions, RunnerLaunch } from "./runner_c
 /**
  * Virtual memory V8 reserves in a runner before any user allocation and that RLIMIT_DATA
  * counts. Measured on Deno 2.9.6: with a worker (two isolates) a runner boots at 1088 MiB and
- * fails at 1024.
+ * fails at 1024; a kept worker may boot while the ended first worker still holds its
+ * reservation (three isolates for a moment: "Failed to reserve virtual memory for CodeRange").
  */
-const DATA_BASE_MB = 1152;
+const DATA_BASE_MB = 1728;
 /** Resident memory of a runner beyond its heap budget (process, two workers), in MiB. */
 const RUNNER_OVERHEAD_MB = 192;
 /** Default of {@link JavaScriptRuntimeOptions.idleTtlMs}. */
@@ -257,7 +258,9 @@ class JavaScriptRuntime implements Runtime {
     pool.release(runner, result.reusable);
     // A runner that served its first run boots the worker for its tenant's next runs while the
     // machine has a core to spare.
-    if (result.reusable && runner.runs === 1 && pool.active < (navigator.hardwareConcurrency ?? 1)) {
+    if (
+      result.reusable && runner.runs === 1 && pool.active < (navigator.hardwareConcurrency ?? 1)
+    ) {
       runner.prepare();
     }
     if (!positions) return result.outcome;
@@ -434,7 +437,11 @@ async function hostPaths(workdir: Workdir, launch: RunnerLaunch): Promise<Runner
 async function warmUp(runner: JsRunner): Promise<void> {
   try {
     for (let i = 0; i < 2; i++) {
-      const { reusable } = await runner.run({ code: "return 1", file: "warm.js", timeoutMs: 10_000 });
+      const { reusable } = await runner.run({
+        code: "return 1",
+        file: "warm.js",
+        timeoutMs: 10_000,
+      });
       if (!reusable) break;
     }
   } finally {

@@ -175,13 +175,17 @@ export class RunScope {
     });
   }
 
+  /** The body settled: the run ends a macrotask later, so that rejections nobody handled have
+   * been reported (and end it as errors) by then. */
   #returned(value: unknown): void {
     if (this.finished) return;
     if (value === undefined) {
-      this.#finish({ exitCode: 0 });
+      this.#later(() => this.#finish({ exitCode: 0 }));
       return;
     }
-    serialize(value, this.#realm).then((returned) => this.#finish({ exitCode: 0, returned }));
+    serialize(value, this.#realm).then((returned) =>
+      this.#later(() => this.#finish({ exitCode: 0, returned }))
+    );
   }
 
   #exit(code?: number): never {
@@ -202,8 +206,11 @@ export class RunScope {
     } else if (result.returned !== undefined) end.returned = result.returned;
     if (this.#memory) end.memory = true;
     if (result.exited) end.exited = true;
-    // A macrotask runs only once the run's code has stopped, its microtasks drained too.
-    this.#later(() => this.#end(end));
+    // A macrotask runs only once the run's code has stopped, its microtasks drained too. After
+    // an exit the code may go on (it caught the unwinding): the runner serves no other run then,
+    // and the end is sent at once.
+    if (result.exited) this.#end(end);
+    else this.#later(() => this.#end(end));
   }
 
   #timer(kind: "setTimeout" | "setInterval") {

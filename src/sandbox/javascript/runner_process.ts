@@ -53,8 +53,23 @@ export interface RunnerResult {
 const STOP_GRACE_MS = 50;
 const KILL_CODE = 137;
 const TIMEOUT_CODE = 124;
-/** Signals V8 ends a process with when a heap cannot grow (SIGTRAP, SIGABRT). */
-const HEAP_ABORTS = new Set([5, 6]);
+/**
+ * Signals a runner dies of when memory cannot be had: V8 aborts (SIGTRAP, SIGABRT) when a heap
+ * cannot grow, and faults (SIGSEGV, SIGBUS) when a mapping it needs is refused past the data
+ * rlimit. Code in a runner has no way to send itself a signal.
+ */
+const MEMORY_DEATHS = new Set([5, 6, 7, 11]);
+
+/**
+ * When an idle runner's CPU is looked at after its run (ms after it), and how much of that
+ * time it may have spent on a core (V8 finishes compiling and collecting for a moment after a
+ * run). Code a run left behind that keeps going (a loop over async calls, which no timer
+ * tracks) shows as a busy idle runner, which is then ended.
+ */
+const IDLE_CHECKS_MS = [250, 1_000, 4_000, 15_000];
+const IDLE_BUSY_SHARE = 0.5;
+/** Kernel clock ticks per ms of CPU in /proc (USER_HZ is 100 on Linux). */
+const TICKS_PER_MS = 0.1;
 
 let runnerCounter = 0;
 
@@ -88,6 +103,7 @@ export class JsRunner implements Sandbox {
   #dead = false;
   #active: ActiveRun | undefined;
   #nextRunId = 1;
+  #idleWatch: ReturnType<typeof setTimeout> | undefined;
 
   constructor(process: JailedProcess, options: RunnerSupervision) {
     this.id = `js-${Deno.pid}-${++runnerCounter}`;
@@ -141,6 +157,7 @@ export class JsRunner implements Sandbox {
       return Promise.reject(new SandboxStartError(`runner ${this.id} is not available`));
     }
     this.runs++;
+    clearTimeout(this.#idleWatch);
     const { promise, resolve, reject } = Promise.withResolvers<RunnerResult>();
     const limit = this.#options.maxOutputBytes;
     const active: ActiveRun = {
@@ -156,10 +173,39 @@ export class JsRunner implements Sandbox {
     this.#active = active;
     // Armed before the write, so even a runner that stops reading cannot stall the answer.
     active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
-    const frame: Record<string, unknown> = { t: "run", id: active.id, code: job.code, file: job.file };
+    const frame: Record<string, unknown> = {
+      t: "run",
+      id: active.id,
+      code: job.code,
+      file: job.file,
+    };
     if (job.input !== undefined) frame.input = job.input;
     this.#write(frame);
     return promise;
+  }
+
+  /** Ends the runner if it keeps a core busy while it waits for a run (see IDLE_CHECKS_MS). */
+  #watchIdle(): void {
+    let since = performance.now();
+    let cpu = cpuMs(this.pid);
+    let check = 0;
+    const next = () => {
+      const delay = IDLE_CHECKS_MS[Math.min(check++, IDLE_CHECKS_MS.length - 1)];
+      this.#idleWatch = setTimeout(() => {
+        if (this.#dead || this.#active) return;
+        const now = performance.now();
+        const used = cpuMs(this.pid);
+        if (used - cpu > (now - since) * IDLE_BUSY_SHARE) {
+          this.kill();
+          return;
+        }
+        since = now;
+        cpu = used;
+        next();
+      }, delay);
+      Deno.unrefTimer(this.#idleWatch);
+    };
+    next();
   }
 
   #write(frame: unknown): void {
@@ -303,7 +349,7 @@ export class JsRunner implements Sandbox {
     }
     // How the kernel ended it says why: a memory kill in its cgroup, or V8's abort when a heap
     // could not grow. Nothing the runner wrote is taken as evidence.
-    const memory = exit.oom || (exit.signal !== undefined && HEAP_ABORTS.has(exit.signal));
+    const memory = exit.oom || (exit.signal !== undefined && MEMORY_DEATHS.has(exit.signal));
     const exitCode = exit.signal !== undefined ? 128 + exit.signal : exit.code ?? KILL_CODE;
     this.#settle(active, {
       status: memory ? "memory_limit" : "crashed",
@@ -341,6 +387,7 @@ export class JsRunner implements Sandbox {
     if (this.#active !== active) return;
     this.#active = undefined;
     clearTimeout(active.timer);
+    if (reusable) this.#watchIdle();
     active.resolve({
       outcome: {
         ...result,
@@ -352,6 +399,17 @@ export class JsRunner implements Sandbox {
       },
       reusable,
     });
+  }
+}
+
+/** CPU time the process `pid` used so far, all threads, in ms (0 once it is gone). */
+function cpuMs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_MS;
+  } catch {
+    return 0;
   }
 }
 

@@ -21,7 +21,13 @@ import {
   type ValidationResult,
 } from "../../runtime.ts";
 import { Jail, JAIL_LAYERS } from "../jail/mod.ts";
-import { copyFiles, createWorkdir, JAIL_PACKAGE, removeWorkdir, type Workdir } from "../jail/workdir.ts";
+import {
+  copyFiles,
+  createWorkdir,
+  JAIL_PACKAGE,
+  removeWorkdir,
+  type Workdir,
+} from "../jail/workdir.ts";
 import { PythonZygote, type ZygoteSupervision } from "./zygote_process.ts";
 
 /** The Python package of the zygote, file by file. */
