@@ -200,10 +200,10 @@ export class RunScope {
     for (const [handle, clear] of this.#timers) clear(handle);
     this.#timers.clear();
     const end: RunEnd = { t: "done", id: this.id, exitCode: result.exitCode };
-    if (this.#explicit !== undefined) end.explicit = this.#explicit;
-    if (result.returned !== undefined && this.#realm.mapText) {
-      end.returned = this.#realm.mapText(result.returned);
-    } else if (result.returned !== undefined) end.returned = result.returned;
+    // Stacks the code returns read as they would in a vm context, like its printed ones.
+    const map = this.#realm.mapText ?? ((text: string) => text);
+    if (this.#explicit !== undefined) end.explicit = map(this.#explicit);
+    if (result.returned !== undefined) end.returned = map(result.returned);
     if (this.#memory) end.memory = true;
     if (result.exited) end.exited = true;
     // A macrotask runs only once the run's code has stopped, its microtasks drained too. After
