@@ -191,6 +191,12 @@ Deno.test(
     // A process group of its own (killed whole), and a niceness above the service's.
     assertEquals(Number(fields[2]), pid);
     assert(Number(fields[16]) > 0, `expected a positive niceness, got ${fields[16]}`);
+    // Where the host has prlimit: memory and CPU time bounded (an orphan cannot parse forever).
+    if (runtime.info().isolation.rlimit) {
+      const limits = Deno.readTextFileSync(`/proc/${pid}/limits`);
+      assertMatch(limits, /^Max cpu time\s+300\s+300\s+seconds/m);
+      assertMatch(limits, /^Max data size\s+\d+\s+\d+\s+bytes/m);
+    }
   },
 );
 
@@ -409,6 +415,20 @@ Deno.test(
     } finally {
       await self.shutdown();
     }
+  },
+);
+
+Deno.test(
+  "syntax: a syntax service that cannot boot fails to start and leaves no process",
+  opts,
+  async () => {
+    const others = syntaxPids();
+    const late = new SyntaxService({ bootTimeoutMs: 1 });
+    let failure = "";
+    await late.start().catch((error) => failure = error.message);
+    assertMatch(failure, /^cannot start the syntax service: syntax process boot exceeded 1 ms/);
+    assertEquals(late.healthy(), false);
+    assertEquals(syntaxPids().filter((pid) => !others.includes(pid)), []);
   },
 );
 

@@ -228,7 +228,8 @@ class JavaScriptRuntime implements Runtime {
 
   info(): RuntimeInfo {
     return {
-      available: this.#started && (this.#pool?.healthy() ?? false),
+      available: this.#started && (this.#pool?.healthy() ?? false) &&
+        (this.#syntax?.healthy() ?? false),
       version: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
       isolation: this.#isolation(),
     };

@@ -17,7 +17,7 @@ export interface SyntaxCommandOptions {
   launch: RunnerLaunch;
   /** V8 heap cap of the process, in MiB. */
   heapMb: number;
-  /** RLIMIT_DATA of the process in bytes, applied through `prlimit` when set. */
+  /** RLIMIT_DATA of the process in bytes, applied through `prlimit` with the other limits. */
   dataLimitBytes?: number;
 }
 
@@ -40,8 +40,18 @@ const SYNTAX_NICENESS = 5;
 const SYNTAX_NOFILE = 64;
 
 /**
+ * CPU seconds a syntax process may use in its life. The service kills a check at its deadline,
+ * but if the service itself is killed (SIGKILL) mid-check, an orphaned process would parse a
+ * hostile input for as long as the input makes it (hours, for some); this ends it. A process
+ * that reaches it in normal use (about a million small checks) dies and is replaced, and the
+ * check it was on is checked again.
+ */
+const SYNTAX_CPU_SECONDS = 300;
+
+/**
  * Builds the command line of a syntax process: `setsid` (a process group of its own, which the
- * service kills whole), `nice`, `prlimit` when a data limit is given, then the program.
+ * service kills whole), `nice`, `prlimit` when a data limit is given (with CPU time, core and
+ * descriptor limits), then the program.
  */
 export function syntaxCommandLine(options: SyntaxCommandOptions): CommandLine {
   const argv = ["setsid", "--", "nice", "-n", String(SYNTAX_NICENESS), "--"];
@@ -52,6 +62,7 @@ export function syntaxCommandLine(options: SyntaxCommandOptions): CommandLine {
       `--data=${data}:${data}`,
       "--core=0:0",
       `--nofile=${SYNTAX_NOFILE}:${SYNTAX_NOFILE}`,
+      `--cpu=${SYNTAX_CPU_SECONDS}:${SYNTAX_CPU_SECONDS}`,
       "--",
     );
   }

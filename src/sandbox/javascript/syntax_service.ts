@@ -205,6 +205,15 @@ export class SyntaxService {
     };
   }
 
+  /**
+   * False once stopped, or while no process runs and the last boot failed (every check is then
+   * answered as a problem saying the checker is unavailable).
+   */
+  healthy(): boolean {
+    return this.#started && !this.#closed &&
+      (this.#processes.size > 0 || this.#bootFailures === 0);
+  }
+
   /** Stops every process and answers every waiting check. Idempotent. */
   async shutdown(): Promise<void> {
     this.#closed = true;
