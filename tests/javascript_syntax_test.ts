@@ -432,6 +432,21 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "syntax: a shutdown while processes boot waits for them to be gone",
+  opts,
+  async () => {
+    const others = syntaxPids();
+    const service = new SyntaxService({ processes: 2 });
+    const starting = service.start();
+    starting.catch(() => {});
+    await until(() => syntaxPids().length > others.length, { what: "a process to boot" });
+    await service.shutdown();
+    assertEquals(syntaxPids().filter((pid) => !others.includes(pid)), []);
+    await starting.catch(() => {});
+  },
+);
+
 /**
  * A real process speaking the protocol badly: it says `ready`, then answers the first request
  * with what `reply` makes of it (bytes to write).

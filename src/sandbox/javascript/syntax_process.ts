@@ -20,6 +20,8 @@ import { syntaxCommandLine, type SyntaxCommandOptions } from "./syntax_command.t
 export interface SyntaxProcessOptions extends SyntaxCommandOptions {
   /** Longest a boot may take before it counts as failed, in ms. */
   bootTimeoutMs: number;
+  /** Abandons the boot: the process is killed and the start rejects. */
+  signal?: AbortSignal;
 }
 
 /** Limits of one request. */
@@ -232,7 +234,10 @@ export async function startSyntaxProcess(options: SyntaxProcessOptions): Promise
   }).spawn();
   const started = new SyntaxProcess(child, `syntax-${Deno.pid}-${++processCounter}`);
   let timer: ReturnType<typeof setTimeout> | undefined;
+  const abandon = () => started.kill();
+  options.signal?.addEventListener("abort", abandon);
   try {
+    if (options.signal?.aborted) throw new Error("the syntax process boot was abandoned");
     await Promise.race([
       started.ready,
       new Promise<never>((_, reject) => {
@@ -251,6 +256,7 @@ export async function startSyntaxProcess(options: SyntaxProcessOptions): Promise
     throw new Error(tail ? `${reason}: ${tail}` : reason);
   } finally {
     clearTimeout(timer);
+    options.signal?.removeEventListener("abort", abandon);
   }
 }
 

@@ -137,6 +137,8 @@ export class SyntaxService {
   #booting = 0;
   #bootFailures = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #boots = new Set<Promise<void>>();
+  #stop = new AbortController();
   #started = false;
   #closed = false;
 
@@ -214,16 +216,20 @@ export class SyntaxService {
       (this.#processes.size > 0 || this.#bootFailures === 0);
   }
 
-  /** Stops every process and answers every waiting check. Idempotent. */
+  /** Stops every process, booting ones included, and answers every waiting check. Idempotent. */
   async shutdown(): Promise<void> {
     this.#closed = true;
+    this.#stop.abort();
     clearTimeout(this.#retryTimer);
     for (const job of this.#runs.splice(0).concat(this.#validations.splice(0))) {
       job.resolve({ kind: "refused", message: "the syntax checker is shutting down" });
     }
     const processes = [...this.#processes];
     for (const member of processes) member.kill();
-    await Promise.all(processes.map((member) => member.exited));
+    await Promise.all([
+      ...processes.map((member) => member.exited),
+      ...[...this.#boots].map((boot) => boot.catch(() => {})),
+    ]);
   }
 
   async #map(mapping: Mapping, positions: [number, number][]) {
@@ -304,7 +310,7 @@ export class SyntaxService {
     } else {
       member.kill();
       // A process that died for no reason of its own (killed from outside) gets the check
-      // again once, on another member; one that ran out of memory on it does not.
+      // again once, on another process; one that ran out of memory on it does not.
       if (exchange.kind === "died" && !exchange.memory && !job.retried && !this.#closed) {
         job.retried = true;
         (job.purpose === "run" ? this.#runs : this.#validations).unshift(job);
@@ -316,8 +322,15 @@ export class SyntaxService {
     this.#pump();
   }
 
-  /** Boots one process into the pool. */
-  async #boot(): Promise<void> {
+  /** Boots one process into the pool; {@link shutdown} waits for it and abandons it. */
+  #boot(): Promise<void> {
+    const boot = this.#bootOne();
+    this.#boots.add(boot);
+    boot.catch(() => {}).finally(() => this.#boots.delete(boot));
+    return boot;
+  }
+
+  async #bootOne(): Promise<void> {
     this.#booting++;
     let member: SyntaxProcess;
     try {
@@ -328,12 +341,14 @@ export class SyntaxService {
           ? (DATA_BASE_MB + this.#options.heapMb + WASM_MB) * MIB
           : undefined,
         bootTimeoutMs: this.#options.bootTimeoutMs,
+        signal: this.#stop.signal,
       });
     } finally {
       this.#booting--;
     }
     if (this.#closed) {
       member.kill();
+      await member.exited;
       return;
     }
     this.#processes.add(member);
@@ -354,6 +369,7 @@ export class SyntaxService {
    * the waiting checks.
    */
   #replace(): void {
+    if (this.#closed) return;
     this.#boot().then(
       () => {
         this.#bootFailures = 0;
