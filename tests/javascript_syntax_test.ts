@@ -159,7 +159,7 @@ Deno.test(
     }
     const growth = residentBytes(pid) - before;
     console.log(`service RSS grew by ${(growth / 1024 / 1024).toFixed(1)} MiB`);
-    // Before syntax processes, the same 80 inputs grew the service by 218-268 MiB.
+    // Before syntax processes, the same 80 inputs grew the service by 253 MiB.
     assert(growth < 48 * 1024 * 1024, `the service grew by ${growth} bytes`);
     const later = await postJson(url, "/validate_code", {
       language: "typescript",

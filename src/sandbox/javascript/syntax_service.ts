@@ -2,8 +2,8 @@
  * The syntax service: a small pool of warm syntax processes that strip TypeScript and check
  * JavaScript for the JS runtime, so that parsing untrusted code never runs in the service's
  * thread. Measured before it existed, on this project's 2-core VM: one 60 KiB TypeScript input
- * held the service's thread for 5 s (every route waited, `/health` included), and 80 inputs of
- * 34 KiB that broke the TypeScript parser grew the service by 218-268 MiB.
+ * held the service's thread for 11-15 s (every route waited, `/health` included), and 80 inputs
+ * of 34 KiB that broke the TypeScript parser grew the service by 253 MiB.
  *
  * Each request has a deadline that grows with the code's size; past it the process is killed
  * (its whole process group) and replaced, and the request is answered with a problem saying the
