@@ -5,8 +5,10 @@
  *
  * Started as `main.ts --faas-runner=javascript <socket> [...]` (or a compiled binary with
  * those arguments) it is a JS runner process instead: the service starts its own runners this
- * way when `FAAS_RUNNER_MODE` is `self`, the default of a compiled binary. Every import is
- * dynamic so that a runner loads only the runner's modules, never the service's.
+ * way when `FAAS_RUNNER_MODE` is `self`, the default of a compiled binary. Started as
+ * `main.ts --faas-runner=syntax` it is a syntax process (it parses and type-strips JS/TS for
+ * the service), which a compiled binary starts the same way. Every import is dynamic so that
+ * a runner loads only the runner's modules, never the service's.
  *
  * @module
  */
@@ -70,13 +72,21 @@ export async function main(options: MainOptions = {}): Promise<void> {
 }
 
 /**
- * Runs the runner named by `--faas-runner=<language>` (the first argument) with the
- * remaining arguments. Only `javascript` has a runner of this kind: Python runs in python3.
+ * Runs the runner named by `--faas-runner=<kind>` (the first argument) with the remaining
+ * arguments: `javascript`, a JS runner (Python runs in python3), or `syntax`, the process that
+ * parses and type-strips JS/TS for the service.
  */
 export async function runnerMain(args: readonly string[]): Promise<void> {
-  const language = args[0].slice(RUNNER_FLAG.length);
-  if (language !== "javascript") {
-    console.error(`faas-sandbox: expected ${RUNNER_FLAG}javascript, got "${args[0]}"`);
+  const kind = args[0].slice(RUNNER_FLAG.length);
+  if (kind === "syntax") {
+    const syntax = await import("./src/sandbox/javascript/syntax_main.ts");
+    await syntax.main();
+    return;
+  }
+  if (kind !== "javascript") {
+    console.error(
+      `faas-sandbox: expected ${RUNNER_FLAG}javascript or ${RUNNER_FLAG}syntax, got "${args[0]}"`,
+    );
     Deno.exit(2);
   }
   const runner = await import("./src/sandbox/javascript/runner.ts");

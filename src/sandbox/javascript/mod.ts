@@ -44,7 +44,7 @@ import {
 } from "./runner_command.ts";
 import { JsRunner, type RunnerSupervision } from "./runner_process.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
-import { checkSyntax, mapPositions, type PositionMap, stripTypes } from "./syntax.ts";
+import { type PreparedSource, SyntaxService, type SyntaxServiceOptions } from "./syntax_service.ts";
 
 export { runnerCommandLine } from "./runner_command.ts";
 export type { CommandLine, RunnerCommandOptions, RunnerLaunch } from "./runner_command.ts";
@@ -89,6 +89,8 @@ export interface JavaScriptRuntimeOptions {
   outputPolicy?: OutputPolicy;
   /** Jail layers to leave off (to exercise the fallbacks). */
   layersOff?: readonly string[];
+  /** Settings of the processes that parse and type-strip the code (see syntax_service.ts). */
+  syntax?: SyntaxServiceOptions;
 }
 
 /** Builds the JS/TS runtime; call `start()` before running code. */
@@ -104,6 +106,7 @@ class JavaScriptRuntime implements Runtime {
   #settings: RuntimeSettings;
   #options: JavaScriptRuntimeOptions;
   #pool: SandboxPool<JsRunner> | undefined;
+  #syntax: SyntaxService | undefined;
   #jail: Jail | undefined;
   #workdir: Workdir | undefined;
   #layers: Record<string, boolean> = {};
@@ -127,8 +130,14 @@ class JavaScriptRuntime implements Runtime {
 
   async #start(): Promise<void> {
     const settings = this.#settings;
-    // Warms the type-stripper (a wasm module) so no request pays for it.
-    stripTypes("const warm: number = 1;");
+    // Code is parsed in syntax processes, never in this thread; they boot while runners do.
+    this.#syntax = new SyntaxService({
+      launch: this.#launch(),
+      dataLimit: true,
+      ...this.#options.syntax,
+    });
+    const syntaxStarted = this.#syntax.start();
+    syntaxStarted.catch(() => {}); // awaited below; a failure before that must not go unhandled
     const workdir = this.#workdir = await createWorkdir("js");
     await copyFiles(workdir, "js", RUNNER_MODULES);
     const packageDir = await copyFiles(workdir, "py", []);
@@ -216,14 +225,14 @@ class JavaScriptRuntime implements Runtime {
       idle: (): boolean => pool.active < cores,
       onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
     });
-    await pool.start();
+    await Promise.all([pool.start(), syntaxStarted]);
     this.#pool = pool;
   }
 
   async run(job: RunJob): Promise<RunOutcome> {
     const pool = this.#requirePool();
     const file = job.language === "typescript" ? "main.ts" : "main.js";
-    const source = runnableSource(job.code, job.language);
+    const source = await runnableSource(this.#syntax!, job.code, job.language);
     if (!source.ok) return syntaxOutcome(source.problem, file);
     const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
@@ -266,22 +275,17 @@ class JavaScriptRuntime implements Runtime {
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr, retVal } = result.outcome;
-    return {
-      ...result.outcome,
-      stdout: mapPositions(stdout, file, positions),
-      stderr: mapPositions(stderr, file, positions),
-      retVal: mapPositions(retVal, file, positions),
-    };
+    const mapped = await positions.rewrite([stdout, stderr, retVal], file);
+    return { ...result.outcome, stdout: mapped[0], stderr: mapped[1], retVal: mapped[2] };
   }
 
-  validate(code: string, language: Language): Promise<ValidationResult> {
+  async validate(code: string, language: Language): Promise<ValidationResult> {
     if (language !== "javascript" && language !== "typescript") {
-      return Promise.reject(new Error(`expected javascript or typescript, got ${language}`));
+      throw new Error(`expected javascript or typescript, got ${language}`);
     }
-    const source = runnableSource(code, language);
-    return Promise.resolve(
-      source.ok ? { valid: true, error: null } : { valid: false, error: source.problem },
-    );
+    if (!this.#syntax) throw new Error("the javascript runtime is not started: call start() first");
+    const source = await this.#syntax.prepare(code, { language, purpose: "validate" });
+    return source.ok ? { valid: true, error: null } : { valid: false, error: source.problem };
   }
 
   stats(): PoolStats {
@@ -292,7 +296,8 @@ class JavaScriptRuntime implements Runtime {
 
   info(): RuntimeInfo {
     return {
-      available: this.#started && (this.#pool?.healthy() ?? false) && (this.#jail?.alive ?? false),
+      available: this.#started && (this.#pool?.healthy() ?? false) &&
+        (this.#jail?.alive ?? false) && (this.#syntax?.healthy() ?? false),
       version: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
       isolation: this.#isolation(),
     };
@@ -300,7 +305,7 @@ class JavaScriptRuntime implements Runtime {
 
   async shutdown(): Promise<void> {
     this.#started = false;
-    await this.#pool?.shutdown();
+    await Promise.all([this.#pool?.shutdown(), this.#syntax?.shutdown()]);
     await this.#jail?.close();
     if (this.#workdir) await removeWorkdir(this.#workdir);
   }
@@ -341,23 +346,19 @@ class JavaScriptRuntime implements Runtime {
 }
 
 /**
- * The JavaScript a runner runs for `code`, checked as an async function body, or the syntax
- * problem at the user's position (also when TypeScript had to be transformed).
+ * The JavaScript a runner runs for `code`, checked as an async function body in a syntax
+ * process, or the syntax problem at the user's position (also when TypeScript had to be
+ * transformed); a check that could not finish is a problem too, never an exception.
  */
 function runnableSource(
+  syntax: SyntaxService,
   code: string,
   language: Language,
-): { ok: true; code: string; positions?: PositionMap } | { ok: false; problem: SyntaxProblem } {
-  let source: { code: string; positions?: PositionMap } = { code };
-  if (language === "typescript") {
-    const stripped = stripTypes(code);
-    if (!stripped.ok) return stripped;
-    source = stripped;
+): Promise<PreparedSource> {
+  if (language !== "javascript" && language !== "typescript") {
+    return Promise.reject(new Error(`expected javascript or typescript, got ${language}`));
   }
-  const problem = checkSyntax(source.code);
-  if (!problem) return { ok: true, ...source };
-  const at = source.positions?.(problem.line, problem.column);
-  return { ok: false, problem: at ? { ...problem, ...at } : problem };
+  return syntax.prepare(code, { language, purpose: "run" });
 }
 
 /** True when code and input would not fit one protocol frame (a runner would refuse it). */

@@ -1,61 +1,33 @@
 /**
- * Parsing of user code in the service process, never executing it: TypeScript type
- * stripping (positions preserved, so stack traces and errors point at the user's lines) and
- * syntax checks of a JS async function body with 1-based line/column of the first error.
+ * Parsing of user code, never executing it: TypeScript type stripping (positions preserved,
+ * so stack traces and errors point at the user's lines), syntax checks of a JS async function
+ * body with the first problem at its 1-based line and column in V8's words, and the mapping of
+ * positions in transformed TypeScript back to the user's code.
+ *
+ * This module runs only inside a syntax process (syntax_main.ts), never in the service: its
+ * parsers take time and memory that grow with the input, and worse on hostile input (a
+ * 60 KiB TypeScript input takes the TypeScript parser 11 s; inputs that break the parser's
+ * wasm leave it unusable).
  *
  * @module
  */
 
-// The static import keeps amaro in the module graph (installed, locked, typed); calls go
-// through `stripper`, which can be reloaded (see loadStripper).
-import type { transformSync } from "amaro";
-import "amaro";
+import { transformSync } from "amaro";
 import * as acorn from "acorn";
-import { originalPositionFor, TraceMap } from "@jridgewell/trace-mapping";
-import { createRequire } from "node:module";
 import type { SyntaxProblem } from "../../runtime.ts";
-
-const require = createRequire(import.meta.url);
-
-interface Stripper {
-  transformSync: typeof transformSync;
-}
+import { SourceMap } from "./source_map.ts";
+import { javascriptMessage, typescriptMessage } from "./syntax_message.ts";
+import type { Mapping, ScriptLanguage } from "./syntax_protocol.ts";
 
 /**
- * Loads a fresh copy of amaro. Its wasm parser is left unusable by some inputs (e.g. nesting
- * deep enough to exhaust its stack: "memory access out of bounds" from then on), so after
- * such a failure the module is dropped from the require cache and loaded anew.
+ * Result of {@link prepareSource}: the JavaScript to run, or the first syntax problem.
+ * `mapping` is there when TypeScript had to be transformed (its lines moved); stripped code
+ * keeps them. `spent` says the TypeScript parser broke on the input and must not be used
+ * again (its wasm state is corrupt): the process that ran it must be replaced.
  */
-function loadStripper(): Stripper {
-  for (const key of Object.keys(require.cache)) {
-    if (key.includes("/amaro/")) delete require.cache[key];
-  }
-  return require("amaro") as Stripper;
-}
-
-let stripper = loadStripper();
-
-/**
- * Maps a 1-based line and column of stripped code back to the user's TypeScript; `undefined`
- * where the code has no source there.
- */
-export type PositionMap = (line: number, column: number) => SourcePosition | undefined;
-
-/** A 1-based position in the user's code. */
-export interface SourcePosition {
-  /** 1-based line. */
-  line: number;
-  /** 1-based column. */
-  column: number;
-}
-
-/**
- * Result of {@link stripTypes}: JavaScript, or the syntax problem that prevented it. `positions`
- * is there when the code had to be transformed (its lines moved); stripped code keeps them.
- */
-export type StripResult =
-  | { ok: true; code: string; positions?: PositionMap }
-  | { ok: false; problem: SyntaxProblem };
+export type Prepared =
+  | { ok: true; code: string; mapping?: Mapping }
+  | { ok: false; problem: SyntaxProblem; spent?: true };
 
 // Code is parsed as the body of this function so top-level `return` and `await` parse;
 // on the first line, so lines keep their numbers and only line-1 columns shift.
@@ -63,6 +35,9 @@ const PREFIX = "async function __body__(){";
 const SUFFIX = "\n}";
 
 const AsyncFunction = (async () => {}).constructor as new (body: string) => unknown;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 interface AmaroError {
   code?: string;
@@ -72,99 +47,160 @@ interface AmaroError {
 }
 
 /**
+ * The JavaScript a runner runs for `code`, checked as an async function body, or the first
+ * syntax problem at the user's position (also when TypeScript had to be transformed).
+ */
+export function prepareSource(code: string, language: ScriptLanguage): Prepared {
+  if (language === "javascript") {
+    const problem = checkSyntax(code);
+    return problem ? { ok: false, problem } : { ok: true, code };
+  }
+  const stripped = stripTypes(code);
+  if (!stripped.ok) return stripped;
+  const problem = checkSyntax(stripped.code);
+  if (!problem) return stripped;
+  if (!stripped.mapping) return { ok: false, problem };
+  const map = new SourceMap(decoder.decode(stripped.mapping.map));
+  const at = sourcePosition(map, stripped.mapping.start, [problem.line, problem.column]);
+  return { ok: false, problem: at ? { ...problem, line: at[0], column: at[1] } : problem };
+}
+
+/**
+ * The user's positions of 1-based `[line, column]` positions in transformed code described by
+ * `mapping`; `null` where the code has no source there.
+ */
+export function originalPositions(
+  mapping: Mapping,
+  positions: readonly (readonly [number, number])[],
+): ([number, number] | null)[] {
+  const map = new SourceMap(decoder.decode(mapping.map));
+  return positions.map((position) => sourcePosition(map, mapping.start, position) ?? null);
+}
+
+/**
  * Removes TypeScript types from a function body. Erasable syntax is blanked out in place
  * (same lines and columns); syntax that needs code (enums, namespaces) is transformed.
  */
-export function stripTypes(code: string): StripResult {
+function stripTypes(code: string): Prepared {
   const source = PREFIX + code + SUFFIX;
   try {
-    const stripped = stripper.transformSync(source, { mode: "strip-only" }).code;
+    const stripped = transformSync(source, { mode: "strip-only" }).code;
     return { ok: true, code: stripped.slice(PREFIX.length, stripped.length - SUFFIX.length) };
   } catch (error) {
     const failure = error as AmaroError;
-    if (failure.code !== "UnsupportedSyntax") return { ok: false, problem: located(code, failure) };
+    if (!isParserVerdict(failure)) return gaveUp(failure);
+    if (failure.code !== "UnsupportedSyntax") return typescriptProblem(code, failure);
   }
   let output: { code: string; map?: string };
   try {
-    output = stripper.transformSync(source, { mode: "transform", sourceMap: true });
+    output = transformSync(source, { mode: "transform", sourceMap: true });
   } catch (error) {
-    return { ok: false, problem: located(code, error as AmaroError) };
+    const failure = error as AmaroError;
+    return isParserVerdict(failure) ? typescriptProblem(code, failure) : gaveUp(failure);
   }
   const transformed = output.code;
   const start = transformed.indexOf("{") + 1;
   const end = transformed.lastIndexOf("}");
   const body = transformed.slice(start, end);
   if (!output.map) return { ok: true, code: body };
-  return { ok: true, code: body, positions: sourcePositions(output.map, start) };
+  return { ok: true, code: body, mapping: { map: encoder.encode(output.map), start } };
+}
+
+/** The user's 1-based position of a 1-based position in the transformed body. */
+function sourcePosition(
+  map: SourceMap,
+  start: number,
+  [line, column]: readonly [number, number],
+): [number, number] | undefined {
+  const original = map.originalPosition({
+    line,
+    column: column - 1 + (line === 1 ? start : 0),
+  });
+  if (!original) return undefined;
+  const shift = original.line === 1 ? PREFIX.length : 0;
+  return [original.line, Math.max(1, original.column + 1 - shift)];
+}
+
+/** True for amaro's verdicts on the code; anything else means its parser broke. */
+function isParserVerdict(error: AmaroError): boolean {
+  return error.code === "InvalidSyntax" || error.code === "UnsupportedSyntax";
 }
 
 /**
- * The {@link PositionMap} of transformed code that starts at `start` of the transformer's output
- * (on its first line), through the output's source map to the user's code after our PREFIX.
+ * The parser broke (its wasm ran out of stack on deep nesting: "memory access out of bounds")
+ * and is unusable from now on.
  */
-function sourcePositions(map: string, start: number): PositionMap {
-  const trace = new TraceMap(map);
-  return (line, column) => {
-    const generated = { line, column: column - 1 + (line === 1 ? start : 0) };
-    const original = originalPositionFor(trace, generated);
-    if (original.line === null || original.column === null) return undefined;
-    const shift = original.line === 1 ? PREFIX.length : 0;
-    return { line: original.line, column: Math.max(1, original.column + 1 - shift) };
+function gaveUp(error: AmaroError): Prepared {
+  const reason = String(error?.message ?? error ?? "unknown error").split("\n")[0].slice(0, 200);
+  return {
+    ok: false,
+    problem: {
+      message: `the TypeScript parser gave up on this code (${reason})`,
+      line: 1,
+      column: 1,
+    },
+    spent: true,
   };
 }
 
 /**
- * Rewrites `file:line:column` positions in `text` (stack frames) with `positions`; a position
- * without a source stays as it is.
+ * The problem of TypeScript that failed to parse inside our function, in V8's words. When that
+ * lands after the user's lines (a stray `}` closed the function early, so our closing brace is
+ * what fails), the code alone is parsed for where it really goes wrong. When the code read as
+ * JavaScript (its earlier lines stripped of their types) fails at the same place, the JavaScript
+ * check's problem is the one given, so a problem reads the same in both languages.
  */
-export function mapPositions(text: string, file: string, positions: PositionMap): string {
-  if (!text.includes(file)) return text;
-  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  return text.replace(new RegExp(`${escaped}:(\\d+):(\\d+)`, "g"), (match, line, column) => {
-    const source = positions(Number(line), Number(column));
-    return source ? `${file}:${source.line}:${source.column}` : match;
-  });
-}
-
-/**
- * The problem of a body that failed to parse inside our function. When that lands after the
- * user's lines (a stray `}` closed the function early, so our closing brace is what fails), the
- * code alone is parsed for where it really goes wrong.
- */
-function located(code: string, error: AmaroError): SyntaxProblem {
-  const problem = failed(error);
-  if (problem.line <= code.split("\n").length) return problem;
-  try {
-    stripper.transformSync(code, { mode: "strip-only" });
-  } catch (bare) {
-    const failure = bare as AmaroError;
-    if (failure.code === "InvalidSyntax" && failure.startLine !== undefined) {
-      return {
-        message: failure.message ?? problem.message,
-        line: failure.startLine,
-        column: (failure.startColumn ?? 0) + 1,
-      };
+function typescriptProblem(code: string, error: AmaroError): Prepared {
+  let problem = amaroProblem(error, PREFIX.length);
+  if (problem.line > lineCount(code)) {
+    try {
+      transformSync(code, { mode: "strip-only" });
+    } catch (bare) {
+      const failure = bare as AmaroError;
+      if (!isParserVerdict(failure)) return gaveUp(failure);
+      if (failure.code === "InvalidSyntax" && failure.startLine !== undefined) {
+        problem = amaroProblem(failure, 0);
+      }
     }
   }
-  return problem;
-}
-
-/** A syntax problem from amaro's error; an internal failure also replaces the parser. */
-function failed(error: AmaroError): SyntaxProblem {
-  if (error.code === "InvalidSyntax" || error.code === "UnsupportedSyntax") {
-    return amaroProblem(error);
+  const offset = offsetOf(code, problem.line, problem.column);
+  const message = typescriptMessage(code, { message: problem.message, offset });
+  const view = javascriptView(code, problem.line);
+  if (!view.ok) return view;
+  const asJavaScript = checkSyntax(view.code);
+  // The parsers may place one problem a character apart (`const x;`: at `x` or at `;`).
+  if (
+    asJavaScript?.line === problem.line &&
+    (asJavaScript.column === problem.column || asJavaScript.message === message)
+  ) {
+    return { ok: false, problem: asJavaScript };
   }
-  stripper = loadStripper();
-  return {
-    message: `the TypeScript parser gave up on this code (${error.message ?? "unknown error"})`,
-    line: 1,
-    column: 1,
-  };
+  return { ok: false, problem: { ...problem, message } };
 }
 
-function amaroProblem(error: AmaroError): SyntaxProblem {
+/**
+ * `code` read as JavaScript up to `line`: the lines before it with their types stripped in
+ * place, when they strip on their own (they end between statements), and the rest as it is.
+ * Positions are those of `code`.
+ */
+function javascriptView(code: string, line: number): Prepared {
+  const start = offsetOf(code, line, 1);
+  if (start === 0) return { ok: true, code };
+  try {
+    const head = transformSync(PREFIX + code.slice(0, start) + SUFFIX, { mode: "strip-only" }).code;
+    return {
+      ok: true,
+      code: head.slice(PREFIX.length, head.length - SUFFIX.length) + code.slice(start),
+    };
+  } catch (error) {
+    const failure = error as AmaroError;
+    return isParserVerdict(failure) ? { ok: true, code } : gaveUp(failure);
+  }
+}
+
+function amaroProblem(error: AmaroError, firstLineShift: number): SyntaxProblem {
   const line = error.startLine ?? 1;
-  const column = (error.startColumn ?? 0) + 1 - (line === 1 ? PREFIX.length : 0);
+  const column = (error.startColumn ?? 0) + 1 - (line === 1 ? firstLineShift : 0);
   return {
     message: error.message ?? "invalid TypeScript",
     line,
@@ -176,14 +212,35 @@ function amaroProblem(error: AmaroError): SyntaxProblem {
  * Checks that `code` is a valid async function body. V8 decides (it is what will run the
  * code); acorn locates the error, since V8 does not report where a body fails to parse.
  */
-export function checkSyntax(code: string): SyntaxProblem | null {
+function checkSyntax(code: string): SyntaxProblem | null {
   try {
     new AsyncFunction(code);
     return null;
   } catch (error) {
     const v8Message = error instanceof Error ? error.message : String(error);
-    return locate(code) ?? { message: v8Message, line: 1, column: 1 };
+    const located = locate(code);
+    if (!located) return { message: javascriptMessage(code, { v8Message }), line: 1, column: 1 };
+    return {
+      message: javascriptMessage(code, {
+        v8Message,
+        acornMessage: located.message,
+        offset: located.offset,
+      }),
+      line: located.line,
+      column: located.column,
+    };
   }
+}
+
+/** Where acorn stops parsing a body: its message and position. */
+interface Located {
+  message: string;
+  /** Offset in the body. */
+  offset: number;
+  /** 1-based line. */
+  line: number;
+  /** 1-based column. */
+  column: number;
 }
 
 /**
@@ -192,31 +249,54 @@ export function checkSyntax(code: string): SyntaxProblem | null {
  * function it would close the body early and the error land later, or on our closing line.
  * The function parse remains for what the program parse accepts.
  */
-function locate(code: string): SyntaxProblem | null {
+function locate(code: string): Located | null {
   return parseError(
     code,
     { allowReturnOutsideFunction: true, allowAwaitOutsideFunction: true },
     0,
   ) ??
-    parseError(PREFIX + code + SUFFIX, {}, PREFIX.length);
+    parseError(PREFIX + code + SUFFIX, {}, PREFIX.length, code.length);
 }
 
 function parseError(
   source: string,
   options: Partial<acorn.Options>,
-  firstLineShift: number,
-): SyntaxProblem | null {
+  shift: number,
+  length = source.length,
+): Located | null {
   try {
     acorn.parse(source, { ...options, ecmaVersion: "latest", sourceType: "script" });
     return null;
   } catch (error) {
-    const failure = error as { message?: string; loc?: { line: number; column: number } };
-    if (!failure.loc) return null;
+    const failure = error as {
+      message?: string;
+      pos?: number;
+      loc?: { line: number; column: number };
+    };
+    if (!failure.loc || typeof failure.pos !== "number") return null;
     const { line, column } = failure.loc;
     return {
       message: (failure.message ?? "syntax error").replace(/ \(\d+:\d+\)$/, ""),
+      offset: Math.min(length, Math.max(0, failure.pos - shift)),
       line,
-      column: Math.max(1, column + 1 - (line === 1 ? firstLineShift : 0)),
+      column: Math.max(1, column + 1 - (line === 1 ? shift : 0)),
     };
   }
+}
+
+function lineCount(code: string): number {
+  let lines = 1;
+  for (let at = code.indexOf("\n"); at !== -1; at = code.indexOf("\n", at + 1)) lines++;
+  return lines;
+}
+
+/** Offset of a 1-based line and column (UTF-16 units, as parsers count them) in `code`. */
+function offsetOf(code: string, line: number, column: number): number {
+  let start = 0;
+  for (let current = 1; current < line; current++) {
+    const next = code.indexOf("\n", start);
+    if (next === -1) return code.length;
+    start = next + 1;
+  }
+  return Math.min(code.length, start + column - 1);
 }
