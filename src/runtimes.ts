@@ -24,9 +24,16 @@ export interface RuntimeRegistration {
 export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [
   {
     languages: ["javascript", "typescript"],
-    create: (settings) => createJavaScriptRuntime(settings),
+    create: (settings) =>
+      createJavaScriptRuntime(settings, {
+        python: settings.pythonPath,
+        launch: settings.runnerLaunch,
+      }),
   },
-  { languages: ["python"], create: (settings) => createPythonRuntime(settings) },
+  {
+    languages: ["python"],
+    create: (settings) => createPythonRuntime(settings, { python: settings.pythonPath }),
+  },
 ];
 
 /** No registered factory serves an enabled language. */

@@ -36,7 +36,9 @@ const exit = Deno.exit.bind(Deno);
 export interface RunnerMainOptions {
   /**
    * The runner was started with broad permissions (a compiled binary re-executing itself has
-   * them baked in): it gives up every one but reading, before it reports ready.
+   * them baked in): it gives up every one but reading before it reports ready, and reading
+   * once its kept worker is loaded. `--report-permissions` then prints their states to stderr
+   * when the runner ends.
    */
   narrow?: boolean;
 }
@@ -65,6 +67,7 @@ export async function main(
   options: RunnerMainOptions = {},
 ): Promise<void> {
   const [socketPath, token] = args;
+  const report = args.includes("--report-permissions");
   if (!socketPath || !token) {
     console.error("runner: expected the socket path and the runner's token as arguments");
     exit(2);
@@ -82,6 +85,7 @@ export async function main(
   } catch {
     // a reset connection: the service went away
   }
+  if (report) reportPermissions();
   exit(0);
 }
 
@@ -103,9 +107,17 @@ async function onFrame(frame: HostFrame | undefined): Promise<void> {
       send({ t: "stopped", id: frame.id });
       return;
     case "prepare":
-      kept ??= startWorker("context_worker.ts");
+      startKept();
       return;
   }
+}
+
+/** Starts the kept worker (once); when it is loaded, the runner needs no permission at all. */
+function startKept(): WorkerEnd {
+  if (kept) return kept;
+  kept = startWorker("context_worker.ts");
+  kept.booted.then(() => narrow(PERMISSIONS));
+  return kept;
 }
 
 async function route(frame: RunFrame): Promise<void> {
@@ -114,8 +126,7 @@ async function route(frame: RunFrame): Promise<void> {
     freshUsed = true;
     end = fresh;
   } else {
-    kept ??= startWorker("context_worker.ts");
-    end = kept;
+    end = startKept();
     await end.booted;
   }
   active = { id: frame.id, end };
@@ -193,6 +204,12 @@ function narrow(names: readonly (typeof PERMISSIONS)[number][]): void {
       exit(3);
     }
   }
+}
+
+function reportPermissions(): void {
+  const states: Record<string, string> = {};
+  for (const name of PERMISSIONS) states[name] = Deno.permissions.querySync({ name }).state;
+  console.error(JSON.stringify({ permissions: states }));
 }
 
 /** Serializes frame writes, coalescing frames queued while a write is under way. */

@@ -93,7 +93,7 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
 }
 
 /** The program part of a self-started runner (see {@link SELF_RUNNER_FLAG}). */
-function selfRunnerArgv(executable = Deno.execPath()): string[] {
+export function selfRunnerArgv(executable: string = Deno.execPath()): string[] {
   if (Deno.build.standalone) return [executable];
   return [
     executable,
