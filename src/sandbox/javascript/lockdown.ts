@@ -88,6 +88,7 @@ export const RUN_GLOBALS: readonly string[] = [
   "clearInterval",
   "setImmediate",
   "clearImmediate",
+  "process",
 ];
 
 /** Deno's timers, as the realm had them before the lock-down replaced the globals. */

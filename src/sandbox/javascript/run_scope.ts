@@ -1,7 +1,9 @@
 /**
  * One run's own objects, made anew for every run: `console` (Deno's formatting, written to the
  * output channel), `input`, `return_val`, timers that die with the run, `Deno` with an `exit`
- * that ends only this run, and `performance` that keeps no timeline. Whatever a finished run
+ * that ends only this run, `performance` that keeps no timeline, and `process`, the part of
+ * Node's that evaluator code written for Node reaches for (`exit`, an empty `env`, `nextTick`,
+ * `stdout.write`, …), none of what leads out of the run (`getBuiltinModule`, `binding`, `kill`). Whatever a finished run
  * still calls is dropped: its console writes nothing, its timers are cleared, its `exit` and
  * errors end nothing but itself.
  *
@@ -71,6 +73,7 @@ const OWN_MODULES = new URL("./", import.meta.url).href;
 
 // Taken at import, before any user code: a first run shares this realm and may change them.
 const inspect = Deno.inspect;
+const queueMicrotask = globalThis.queueMicrotask;
 const objectToString = Object.prototype.toString;
 
 /** `return_val`, compiled in the run's realm (see the module doc). */
@@ -148,7 +151,45 @@ export class RunScope {
       clearTimeout: (handle?: unknown) => this.#clear(handle),
       clearInterval: (handle?: unknown) => this.#clear(handle),
       clearImmediate: (handle?: unknown) => this.#clear(handle),
+      process: this.#process(),
     };
+  }
+
+  /** The run's `process` (see the module doc). */
+  #process(): AnyRecord {
+    const stream = (fd: 1 | 2) =>
+      Object.freeze({
+        write: (chunk: unknown) => {
+          this.write(fd, typeof chunk === "string" ? chunk : String(chunk));
+          return true;
+        },
+        isTTY: false,
+      });
+    const hrtime = (previous?: [number, number]) => {
+      const now = this.#tools.now() * 1e6;
+      const seconds = Math.floor(now / 1e9);
+      const nanos = Math.floor(now % 1e9);
+      if (!previous) return [seconds, nanos];
+      const delta = (seconds - previous[0]) * 1e9 + nanos - previous[1];
+      return [Math.floor(delta / 1e9), delta % 1e9];
+    };
+    hrtime.bigint = () => BigInt(Math.floor(this.#tools.now() * 1e6));
+    return Object.freeze({
+      exit: (code?: number) => this.#exit(code),
+      env: Object.freeze({}),
+      argv: Object.freeze(["deno", "main.js"]),
+      platform: "linux",
+      arch: Deno.build.arch === "aarch64" ? "arm64" : "x64",
+      version: "v22.0.0",
+      versions: Object.freeze({ node: "22.0.0", deno: Deno.version.deno, v8: Deno.version.v8 }),
+      pid: 1,
+      cwd: () => "/",
+      nextTick: (callback: (...args: unknown[]) => void, ...args: unknown[]) =>
+        queueMicrotask(() => callback(...args)),
+      hrtime,
+      stdout: stream(1),
+      stderr: stream(2),
+    });
   }
 
   /** Writes output of this run; dropped once it ended. */
