@@ -14,23 +14,45 @@ import os
 
 from faas_jail.layers import CLONE_NEWNET, setns, unshare
 
-UID_RANGES_START = 1_000_000
-UID_RANGE_SIZE = 65_536
-UID_RANGES = 512
+# On a host, sandbox uids start far above any real user's; in a user namespace with a small
+# uid map (a container's 65536 uids), they stay inside it, below `nobody` (65534).
+HOST_UIDS_START = 1_000_000
+HOST_RANGE_SIZE = 65_536
+MAPPED_UIDS_START = 10_000
 LOCK_DIRS = ("/run/faas-sandbox/uid-ranges", "/tmp/faas-sandbox-uid-ranges")
+
+
+def mapped_uids():
+    """How many uids this process's user namespace maps (all of them on a host)."""
+    try:
+        with open("/proc/self/uid_map") as lines:
+            return max(int(line.split()[0]) + int(line.split()[2]) for line in lines if line.strip())
+    except (OSError, ValueError):
+        return 1 << 32
+
+
+def uid_ranges(count, limit):
+    """Candidate first uids of ranges of `count` uids below `limit`."""
+    if limit >= HOST_UIDS_START + 64 * HOST_RANGE_SIZE:
+        if count > HOST_RANGE_SIZE:
+            raise ValueError("at most %d slots per jail, got %d" % (HOST_RANGE_SIZE, count))
+        return [HOST_UIDS_START + i * HOST_RANGE_SIZE for i in range(512)]
+    size = -(-count // 256) * 256
+    top = min(limit, 65_534)
+    return list(range(MAPPED_UIDS_START, top - size + 1, size))
 
 
 def claim_uid_range(count):
     """First uid of a free range of at least `count` uids and the lock fd that holds it."""
-    if count > UID_RANGE_SIZE:
-        raise ValueError("at most %d slots per jail, got %d" % (UID_RANGE_SIZE, count))
+    candidates = uid_ranges(count, mapped_uids())
+    if not candidates:
+        raise OSError("the user namespace maps too few uids for %d sandboxes" % count)
     for directory in LOCK_DIRS:
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
         except OSError:
             continue
-        for index in range(UID_RANGES):
-            base = UID_RANGES_START + index * UID_RANGE_SIZE
+        for base in candidates:
             path = os.path.join(directory, "%d.lock" % base)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
