@@ -99,10 +99,14 @@ COPY --from=deno /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=deps /deno-dir /deno-dir
 WORKDIR /app
 COPY --from=deps /app ./
-COPY deploy/healthcheck.ts ./deploy/healthcheck.ts
+COPY deploy/healthcheck.ts deploy/privileges_probe.py deploy/entrypoint.sh ./deploy/
 # Runs execute under unprivileged uids that must read the runner code and the Deno cache, never
-# write them: everything is root-owned and world-readable, nothing world-writable.
-RUN chmod -R a+rX,go-w /app /deno-dir
+# write them: everything is root-owned and world-readable, nothing world-writable. No binary
+# keeps a setuid or setgid bit: Kubernetes cannot set no_new_privs on a container that adds
+# SYS_ADMIN, so nothing in the image may raise a run's privileges at exec.
+RUN set -eux; \
+    chmod -R a+rX,go-w /app /deno-dir; \
+    find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 
 ENV DENO_DIR=/deno-dir \
     DENO_NO_UPDATE_CHECK=1 \
@@ -134,9 +138,11 @@ ENV FAAS_PORT=8000 \
 
 EXPOSE 8000
 
-# Least privilege: run as root only to hand each run its own unprivileged uid. Start the
-# container with --cap-drop ALL and only SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE added (compose
-# and the Kubernetes manifests in deploy/ do); deploy/README.md explains why and the netns option.
+# Root inside the container, to build each run's jail and hand it its own unprivileged uid; in a
+# user namespace of the container's own, with every capability dropped but SETUID, SETGID, KILL,
+# CHOWN, DAC_OVERRIDE, SYS_CHROOT and SYS_ADMIN (deploy/compose.yaml and deploy/k8s/ say how;
+# deploy/README.md#privileges says why). deploy/entrypoint.sh refuses SYS_ADMIN without the user
+# namespace.
 USER 0:0
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
@@ -144,5 +150,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 
 # tini (pid 1) forwards SIGTERM to the service, which drains and exits 0, and reaps the
 # orphaned sandbox processes that would otherwise linger as zombies.
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/entrypoint.sh"]
 CMD ["deno", "run", "--allow-all", "--no-prompt", "--cached-only", "--frozen", "main.ts"]
