@@ -6,7 +6,7 @@
 # them); deploy/container_test.sh builds, runs and attacks it with exactly those.
 #
 # Build arguments and secrets:
-#   --build-arg DEBIAN_IMAGE=debian:12.11-slim@sha256:…   the base (both stages), e.g. with a digest
+#   --build-arg DEBIAN_IMAGE=debian:12.11-slim@sha256:…   the base of every stage, e.g. with a digest
 #   --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"   extra pip packages for user code
 #   --build-arg DENO_VERSION / DENO_SHA512_AMD64 / DENO_SHA512_ARM64   the Deno build and its hashes
 #   --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt

@@ -227,6 +227,32 @@ if (CONTAINER !== undefined) {
   });
 
   Deno.test({
+    name: "container: the image holds no setuid or setgid file",
+    ...opts,
+    async fn() {
+      // Kubernetes cannot set no_new_privs next to SYS_ADMIN: nothing may raise a run at exec.
+      const found = await output([
+        "podman",
+        "run",
+        "--rm",
+        ...ctx.hostFlags,
+        ...ctx.composeFlags,
+        "--entrypoint",
+        "find",
+        ctx.image,
+        "/",
+        "-xdev",
+        "-perm",
+        "/6000",
+        "-type",
+        "f",
+      ]);
+      assert.equal(found.code, 0, found.stderr);
+      assert.deepEqual(found.stdout.trim().split("\n").filter(Boolean), []);
+    },
+  });
+
+  Deno.test({
     name: "container: the entrypoint refuses SYS_ADMIN outside a user namespace",
     ...opts,
     async fn() {
