@@ -1,14 +1,21 @@
-# syntax=docker/dockerfile:1
-#
 # faas-sandbox: runs untrusted JavaScript, TypeScript and Python snippets over HTTP.
 #
-#   docker build -t faas-sandbox:0.1.0 .
-#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp:size=1g,mode=1777,noexec,nosuid,nodev \
-#     --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add CHOWN \
-#     --cap-add DAC_OVERRIDE --security-opt no-new-privileges --stop-timeout 45 faas-sandbox:0.1.0
+#   podman build -t faas-sandbox:0.1.0 .        # or: docker build (Docker 23 or later)
 #
-# Extra Python packages for user code: --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"
-# Full guide: deploy/README.md.
+# Run it with the privileges deploy/compose.yaml grants (deploy/README.md#privileges explains
+# them); deploy/container_test.sh builds, runs and attacks it with exactly those.
+#
+# Build arguments and secrets:
+#   --build-arg DEBIAN_IMAGE=debian:12.11-slim@sha256:…   the base of every stage, e.g. with a digest
+#   --build-arg PYTHON_PACKAGES="numpy==2.1.3 pandas==2.2.3"   extra pip packages for user code
+#   --build-arg DENO_VERSION / DENO_SHA512_AMD64 / DENO_SHA512_ARM64   the Deno build and its hashes
+#   --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt
+#       Optional PEM bundle of extra certificate authorities (e.g. a TLS-intercepting proxy's),
+#       trusted by every step that downloads (apt over https, curl of Deno from the npm
+#       registry, deno install, pip) and by nothing else: a secret mount exists only while its
+#       RUN step runs, and each step deletes the bundles it derives from it, so no layer or
+#       history entry of any stage holds it. Without the secret the steps use the image's own
+#       trust stores.
 
 # Debian 12 point release; python3 and tini below are pinned to bookworm's versions. For a
 # byte-for-byte reproducible base, pin the digest too: --build-arg DEBIAN_IMAGE=debian:12.11-slim@sha256:…
@@ -22,20 +29,28 @@ ARG DENO_VERSION=2.9.6
 ARG DENO_SHA512_AMD64=de67784ca2c2bb3b0b0e67cea02e4a37b34065ac525643209bae2f83a7e80f4d090400c2a584b6ff942a5dfce09cfe59433de22cff6f05026d120735d7a380a1
 ARG DENO_SHA512_ARM64=a68aa1a07f41de7625a2280430f4f9b7c1d8fb005e8ae79ad409f943b7ea809ccfd126265aca12fe852758efe9122038a1fcc8072d4496dfe29f9f312adc44a1
 ARG TARGETARCH
-RUN set -eux; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates curl; \
+# The extra CA, when given, is apt's only store for https mirrors (the base has no CA store
+# before ca-certificates is installed), and is added to the system store for curl.
+RUN --mount=type=secret,id=extra_ca \
+    set -eux; \
+    extra=/run/secrets/extra_ca; apt_tls=""; \
+    if [ -s "$extra" ]; then apt_tls="-o Acquire::https::CAInfo=$extra"; fi; \
+    apt-get $apt_tls update; \
+    apt-get $apt_tls install -y --no-install-recommends ca-certificates curl; \
     rm -rf /var/lib/apt/lists/*; \
     case "${TARGETARCH:-amd64}" in \
       amd64) pkg=linux-x64-glibc; sum="$DENO_SHA512_AMD64" ;; \
       arm64) pkg=linux-arm64-glibc; sum="$DENO_SHA512_ARM64" ;; \
       *) echo "no Deno build for architecture ${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
-    curl -fsSL -o /tmp/deno.tgz "https://registry.npmjs.org/@deno/${pkg}/-/${pkg}-${DENO_VERSION}.tgz"; \
+    cat /etc/ssl/certs/ca-certificates.crt > /tmp/ca.pem; \
+    if [ -s "$extra" ]; then cat "$extra" >> /tmp/ca.pem; fi; \
+    curl --cacert /tmp/ca.pem -fsSL -o /tmp/deno.tgz \
+      "https://registry.npmjs.org/@deno/${pkg}/-/${pkg}-${DENO_VERSION}.tgz"; \
     echo "${sum}  /tmp/deno.tgz" | sha512sum -c -; \
     tar -xzf /tmp/deno.tgz -C /tmp package/deno; \
     install -m 0755 /tmp/package/deno /usr/local/bin/deno; \
-    rm -rf /tmp/deno.tgz /tmp/package; \
+    rm -rf /tmp/ca.pem /tmp/deno.tgz /tmp/package; \
     deno --version | grep -qx "deno ${DENO_VERSION} .*"
 
 # ---------------------------------------------------------------------------------------------
@@ -45,10 +60,15 @@ FROM deno AS deps
 ENV DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1
 WORKDIR /app
 COPY deno.json deno.lock ./
-RUN deno install --frozen
+# DENO_CERT adds the extra CA to Deno's built-in roots for this step only.
+RUN --mount=type=secret,id=extra_ca \
+    if [ -s /run/secrets/extra_ca ]; then export DENO_CERT=/run/secrets/extra_ca; fi; \
+    deno install --frozen
 COPY main.ts ./
 COPY src ./src
-RUN deno install --frozen --entrypoint main.ts $(find src -name '*.ts' ! -name '*_test.ts' | sort)
+RUN --mount=type=secret,id=extra_ca \
+    if [ -s /run/secrets/extra_ca ]; then export DENO_CERT=/run/secrets/extra_ca; fi; \
+    deno install --frozen --entrypoint main.ts $(find src -name '*.ts' ! -name '*_test.ts' | sort)
 
 # ---------------------------------------------------------------------------------------------
 # Stage 3: the runtime image.
@@ -56,12 +76,21 @@ FROM ${DEBIAN_IMAGE}
 # Space-separated pip requirement specifiers, installed into the system python3 for user code
 # (/usr/local/lib/python3.11/dist-packages, which the Python sandbox keeps on sys.path).
 ARG PYTHON_PACKAGES=""
-RUN set -eux; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends python3=3.11.2-1+b1 tini=0.19.0-1+b3; \
+RUN --mount=type=secret,id=extra_ca \
+    set -eux; \
+    extra=/run/secrets/extra_ca; apt_tls=""; \
+    if [ -s "$extra" ]; then apt_tls="-o Acquire::https::CAInfo=$extra"; fi; \
+    apt-get $apt_tls update; \
+    apt-get $apt_tls install -y --no-install-recommends python3=3.11.2-1+b1 tini=0.19.0-1+b3; \
     if [ -n "${PYTHON_PACKAGES}" ]; then \
-      apt-get install -y --no-install-recommends python3-pip; \
-      pip3 install --no-cache-dir --break-system-packages --root-user-action=ignore ${PYTHON_PACKAGES}; \
+      apt-get $apt_tls install -y --no-install-recommends python3-pip; \
+      cert=""; \
+      if [ -s "$extra" ]; then \
+        cat "$(python3 -c 'import pip._vendor.certifi as c; print(c.where())')" "$extra" > /tmp/ca.pem; \
+        cert="--cert /tmp/ca.pem"; \
+      fi; \
+      pip3 install --no-cache-dir --break-system-packages --root-user-action=ignore $cert ${PYTHON_PACKAGES}; \
+      rm -f /tmp/ca.pem; \
       apt-get purge -y --auto-remove python3-pip; \
     fi; \
     rm -rf /var/lib/apt/lists/*
@@ -70,10 +99,14 @@ COPY --from=deno /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=deps /deno-dir /deno-dir
 WORKDIR /app
 COPY --from=deps /app ./
-COPY deploy/healthcheck.ts ./deploy/healthcheck.ts
+COPY deploy/healthcheck.ts deploy/privileges_probe.py deploy/entrypoint.sh ./deploy/
 # Runs execute under unprivileged uids that must read the runner code and the Deno cache, never
-# write them: everything is root-owned and world-readable, nothing world-writable.
-RUN chmod -R a+rX,go-w /app /deno-dir
+# write them: everything is root-owned and world-readable, nothing world-writable. No binary
+# keeps a setuid or setgid bit: Kubernetes cannot set no_new_privs on a container that adds
+# SYS_ADMIN, so nothing in the image may raise a run's privileges at exec.
+RUN set -eux; \
+    chmod -R a+rX,go-w /app /deno-dir; \
+    find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 
 ENV DENO_DIR=/deno-dir \
     DENO_NO_UPDATE_CHECK=1 \
@@ -105,9 +138,11 @@ ENV FAAS_PORT=8000 \
 
 EXPOSE 8000
 
-# Least privilege: run as root only to hand each run its own unprivileged uid. Start the
-# container with --cap-drop ALL and only SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE added (compose
-# and the Kubernetes manifests in deploy/ do); deploy/README.md explains why and the netns option.
+# Root inside the container, to build each run's jail and hand it its own unprivileged uid; in a
+# user namespace of the container's own, with every capability dropped but SETUID, SETGID, KILL,
+# CHOWN, DAC_OVERRIDE, SYS_CHROOT and SYS_ADMIN (deploy/compose.yaml and deploy/k8s/ say how;
+# deploy/README.md#privileges says why). deploy/entrypoint.sh refuses SYS_ADMIN without the user
+# namespace.
 USER 0:0
 
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
@@ -115,5 +150,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
 
 # tini (pid 1) forwards SIGTERM to the service, which drains and exits 0, and reaps the
 # orphaned sandbox processes that would otherwise linger as zombies.
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/deploy/entrypoint.sh"]
 CMD ["deno", "run", "--allow-all", "--no-prompt", "--cached-only", "--frozen", "main.ts"]

@@ -18,6 +18,7 @@ import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/Horizo
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { healthUrl, probe } from "../deploy/healthcheck.ts";
+import { loadService, podmanFlags, serviceEnv } from "../deploy/compose_flags.ts";
 import { CONFIG_VARIABLES } from "../src/config.ts";
 import { exists, hasCapability, watchStdout } from "./helpers/host.ts";
 
@@ -36,7 +37,11 @@ const FULL_ROOT = IS_ROOT && hasCapability(21);
 const NO_RUNTIME = "no runtime is built into this service";
 
 /** The container's capability set, as every artefact must state it. */
-const CAPS = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE"];
+const CAPS = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "SYS_CHROOT", "SYS_ADMIN"];
+/** Its bits (CapBnd), as /proc/<pid>/status shows them. */
+const CAPS_MASK = "00000000002400e3";
+/** Ids the container's user namespace holds (deploy/compose.podman.yaml, run-restricted.sh). */
+const USERNS_SIZE = 2097152;
 /** Every setting the service reads; each must be documented in the image. */
 const FAAS_SETTINGS = CONFIG_VARIABLES;
 
@@ -45,7 +50,10 @@ const FAAS_SETTINGS = CONFIG_VARIABLES;
 
 interface Instruction {
   keyword: string;
+  /** Arguments, without the leading `--flag=value` options of a RUN (see `flags`). */
   args: string;
+  /** A RUN's options, e.g. `--mount=type=secret,id=extra_ca`. */
+  flags: string[];
   line: number;
   stage: string;
 }
@@ -65,12 +73,18 @@ function parseDockerfile(text: string): Instruction[] {
     const match = /^\s*(\w+)\s+([\s\S]*)$/.exec(logical);
     assert(match, `Dockerfile line ${start + 1}: expected an instruction`);
     const keyword = match[1].toUpperCase();
-    const args = match[2].trim();
+    let args = match[2].trim();
+    const flags: string[] = [];
+    while (keyword === "RUN" && args.startsWith("--")) {
+      const [flag] = args.split(/\s/, 1);
+      flags.push(flag);
+      args = args.slice(flag.length).trim();
+    }
     if (keyword === "FROM") {
       stageIndex++;
       stage = / AS (\S+)$/i.exec(args)?.[1] ?? `stage${stageIndex}`;
     }
-    out.push({ keyword, args, line: start + 1, stage });
+    out.push({ keyword, args, flags, line: start + 1, stage });
   }
   return out;
 }
@@ -222,7 +236,7 @@ Deno.test("Dockerfile pins the Debian base, Deno 2.9.6 by hash, python3 and tini
   assert(/^[0-9a-f]{128}$/.test(args.DENO_SHA512_ARM64), "expected a sha512 for arm64");
   assert(DOCKERFILE.includes("sha512sum -c"), "expected the Deno download to be hash-checked");
   const install = only("RUN").find((r) =>
-    r.args.includes("apt-get install") && r.args.includes("tini")
+    /apt-get \S* ?install/.test(r.args) && r.args.includes("tini")
   );
   assert(install, "expected the runtime stage to install python3 and tini from Debian");
   assert(/python3=\S+/.test(install.args) && /tini=\S+/.test(install.args));
@@ -278,7 +292,8 @@ Deno.test({
   ignore: !exists("/usr/bin/apt-cache"),
   async fn() {
     const install = only("RUN").find((r) => r.args.includes("tini="))!;
-    const pins = [...install.args.matchAll(/(?<=\s)([a-z0-9][a-z0-9.+-]*)=([^\s;]+)/g)];
+    const command = install.args.split(";").find((part) => part.includes("tini="))!;
+    const pins = [...command.matchAll(/(?<=\s)([a-z0-9][a-z0-9.+-]*)=([^\s;]+)/g)];
     assert.deepEqual(pins.map((p) => p[1]).sort(), ["python3", "tini"]);
     for (const [, name, version] of pins) {
       const madison = await run(["apt-cache", "madison", name]);
@@ -294,6 +309,39 @@ Deno.test({
   },
 });
 
+Deno.test("every Dockerfile step that downloads may trust the extra_ca secret, and none keeps it", () => {
+  const downloads = only("RUN").filter((r) =>
+    /apt-get \S* ?(update|install)|curl |deno install|pip3 install/.test(r.args)
+  );
+  assert(downloads.length >= 4, "expected apt, curl, deno install and pip steps");
+  for (const step of downloads) {
+    assert(
+      step.flags.includes("--mount=type=secret,id=extra_ca"),
+      `line ${step.line}: a downloading step without the extra_ca secret`,
+    );
+  }
+  for (const step of only("RUN")) {
+    // A bundle derived from the secret is removed by the step that made it.
+    if (step.args.includes("/tmp/ca.pem")) {
+      assert(
+        /rm (-\w+ )?[^;]*\/tmp\/ca\.pem/.test(step.args),
+        `line ${step.line} keeps /tmp/ca.pem`,
+      );
+    }
+  }
+  for (const i of INSTRUCTIONS.filter((i) => ["ENV", "ARG", "COPY", "ADD"].includes(i.keyword))) {
+    assert(
+      !/extra_ca|DENO_CERT|SSL_CERT_FILE|CURL_CA_BUNDLE|PIP_CERT|ca\.pem/.test(i.args),
+      `line ${i.line}: ${i.keyword} must not carry the CA into the image`,
+    );
+  }
+  const header = DOCKERFILE.slice(0, DOCKERFILE.indexOf("\nARG "));
+  assert(
+    header.includes("--secret id=extra_ca,src="),
+    "expected the secret documented in the header",
+  );
+});
+
 Deno.test("Dockerfile documents every FAAS_* setting, exposes 8000 and probes /health", () => {
   for (const name of FAAS_SETTINGS) {
     assert(new RegExp(`\\b${name}\\b`).test(DOCKERFILE), `expected ${name} documented`);
@@ -304,7 +352,7 @@ Deno.test("Dockerfile documents every FAAS_* setting, exposes 8000 and probes /h
   assert.deepEqual(hc.slice(0, 2), ["deno", "run"]);
   assert.deepEqual(hc.at(-1), "deploy/healthcheck.ts");
   const [entry] = only("ENTRYPOINT");
-  assert.deepEqual(execForm(entry.args), ["/usr/bin/tini", "--"]);
+  assert.deepEqual(execForm(entry.args), ["/usr/bin/tini", "--", "/app/deploy/entrypoint.sh"]);
   const cmd = execForm(only("CMD").at(-1)!.args);
   assert.deepEqual(cmd.slice(0, 2), ["deno", "run"]);
   assert.deepEqual(cmd.at(-1), "main.ts");
@@ -416,6 +464,7 @@ Deno.test({
         "--",
         RESTRICTED,
         "--read-only", // the container's read-only root and private /tmp
+        `${DEPLOY}entrypoint.sh`, // the image's entrypoint, under tini there
         ...cmd,
       ],
       cwd: image.app, // the image's WORKDIR
@@ -598,6 +647,73 @@ Deno.test("compose confines every service like the image claims", () => {
   }
 });
 
+const PODMAN_OVERRIDE = `${DEPLOY}compose.podman.yaml`;
+
+Deno.test("compose's podman override only adds a user namespace that holds the runs' uids", () => {
+  const override = parse(Deno.readTextFileSync(PODMAN_OVERRIDE), { merge: true }) as {
+    services: Record<string, Record<string, unknown>>;
+  };
+  assert.deepEqual(Object.keys(override.services).sort(), Object.keys(COMPOSE.services).sort());
+  for (const [name, svc] of Object.entries(override.services)) {
+    assert.deepEqual(svc, { userns_mode: `auto:size=${USERNS_SIZE}` }, name);
+    const merged = structuredClone(COMPOSE);
+    merged.services[name] = { ...merged.services[name], ...svc };
+    assert(checkCompose(merged), JSON.stringify(checkCompose.errors, null, 2));
+  }
+});
+
+Deno.test("compose_flags gives podman every privilege of compose and rejects keys it cannot", () => {
+  const service = loadService("all", [`${DEPLOY}compose.yaml`, PODMAN_OVERRIDE]);
+  const flags = podmanFlags(service, { composeDir: DEPLOY });
+  const pairs = flags.map((flag, i) => `${flag} ${flags[i + 1]}`);
+  for (const cap of CAPS) assert(pairs.includes(`--cap-add ${cap}`), cap);
+  for (
+    const expected of [
+      "--cap-drop ALL",
+      "--user 0:0",
+      `--userns auto:size=${USERNS_SIZE}`,
+      "--security-opt no-new-privileges",
+      "--pids-limit 4096",
+      "--stop-timeout 45",
+    ]
+  ) {
+    assert(pairs.includes(expected), `${expected} missing from ${flags.join(" ")}`);
+  }
+  assert(flags.includes("--read-only"));
+  assert(pairs.some((p) => p.startsWith("--tmpfs /tmp:")));
+  assert.throws(
+    () => podmanFlags({ ...service, devices: ["/dev/fuse"] }, { composeDir: DEPLOY }),
+    /compose key "devices" is not translated/,
+  );
+  assert.deepEqual(podmanFlags({ privileged: true }, { composeDir: DEPLOY }), ["--privileged"]);
+  const env = serviceEnv(service, { FAAS_API_KEY: "k" });
+  assert.deepEqual([env.FAAS_API_KEY, env.FAAS_REQUIRE_ISOLATION], ["k", "uid"]);
+  assert.deepEqual(serviceEnv(service, {}).FAAS_API_KEY, "");
+});
+
+Deno.test({
+  name: "the entrypoint refuses SYS_ADMIN in the host's user namespace, and only that",
+  ignore: !FULL_ROOT || !exists("/usr/bin/setpriv"),
+  async fn() {
+    const entry = `${DEPLOY}entrypoint.sh`;
+    const host = await run([entry, "echo", "started"]);
+    assert.deepEqual(host.code, 1, "full root of the host's user namespace must be refused");
+    assert.match(host.stderr, /refusing to start: .*CAP_SYS_ADMIN in the host's user namespace/);
+    const restricted = await run([RESTRICTED, entry, "echo", "started"]);
+    assert.deepEqual([restricted.code, restricted.stdout], [0, "started\n"], restricted.stderr);
+    const withoutSysAdmin = await run([
+      "setpriv",
+      "--bounding-set=-sys_admin",
+      "--inh-caps=-all",
+      "--",
+      entry,
+      "echo",
+      "started",
+    ]);
+    assert.deepEqual(withoutSysAdmin.stdout, "started\n", withoutSysAdmin.stderr);
+  },
+});
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes.
 
@@ -703,12 +819,15 @@ Deno.test("Deployments: probes on /health:8000, python and js, drain fits the gr
   }
 });
 
-Deno.test("Deployments: root with the granted capabilities only, read-only root fs, no token", () => {
+Deno.test("Deployments: root of their own user namespace, the granted capabilities only, no token", () => {
   for (const d of byKind("Deployment")) {
     const pod = d.spec.template.spec;
     const sc = pod.containers[0].securityContext;
+    assert.deepEqual(pod.hostUsers, false, `${d.metadata.name}: SYS_ADMIN needs a user namespace`);
     assert.deepEqual(sc.capabilities, { drop: ["ALL"], add: CAPS }, d.metadata.name);
-    assert.deepEqual(sc.allowPrivilegeEscalation, false);
+    // The API refuses allowPrivilegeEscalation=false with SYS_ADMIN; the image has no setuid
+    // binary instead (checked on the built image by tests/container_test.ts).
+    assert.deepEqual(sc.allowPrivilegeEscalation, CAPS.includes("SYS_ADMIN") ? true : false);
     assert.deepEqual(sc.privileged, false);
     assert.deepEqual(sc.readOnlyRootFilesystem, true);
     assert.deepEqual(pod.securityContext.seccompProfile.type, "RuntimeDefault");
@@ -717,7 +836,13 @@ Deno.test("Deployments: root with the granted capabilities only, read-only root 
       m.mountPath === "/tmp"
     );
     assert(tmp, "expected a writable /tmp");
+    const env = pod.containers[0].env as { name: string; value: string }[];
+    assert.deepEqual(env.find((e) => e.name === "FAAS_REQUIRE_ISOLATION")?.value, "uid");
   }
+  const [namespace] = byKind("Namespace");
+  // "baseline" forbids adding SYS_ADMIN; it still warns and audits.
+  assert.deepEqual(namespace.metadata.labels?.["pod-security.kubernetes.io/enforce"], "privileged");
+  assert.deepEqual(namespace.metadata.labels?.["pod-security.kubernetes.io/warn"], "baseline");
 });
 
 Deno.test("each Deployment has a Service on 8000, a CPU HPA and a PodDisruptionBudget", () => {
@@ -792,7 +917,7 @@ Deno.test({
         );
         assert.deepEqual(names.sort(), [...CAPS].sort());
       }
-      assert(/CapBnd:\t00000000000000e3/.test(res.stdout), res.stdout);
+      assert(new RegExp(`CapBnd:\t${CAPS_MASK}`).test(res.stdout), res.stdout);
       assert(/CapInh:\t0{16}/.test(res.stdout) && /CapAmb:\t0{16}/.test(res.stdout), res.stdout);
       assert(res.stdout.includes("NoNewPrivs:\t1"), res.stdout);
     });
@@ -844,7 +969,42 @@ Deno.test({
         await service.status;
       }
     });
-    await t.step("raw sockets, namespaces and device nodes are refused", async () => {
+    await t.step("the capabilities are the user namespace's, not the host's", async () => {
+      const map = await run([RESTRICTED, "cat", "/proc/self/uid_map"]);
+      assert.deepEqual(map.stdout.trim().split(/\s+/), ["0", "0", String(USERNS_SIZE)], map.stderr);
+      // The jail's namespaces can be made...
+      const netns = await run([
+        RESTRICTED,
+        "unshare",
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "true",
+      ]);
+      assert.deepEqual(netns.code, 0, `the jail's namespaces: ${netns.stderr}`);
+      // ...but not what SYS_ADMIN in the host's user namespace reaches: a new cgroup v1
+      // hierarchy (its release_agent runs as root on the host).
+      const dir = await Deno.makeTempDir();
+      try {
+        const cgroup = await run([
+          RESTRICTED,
+          "unshare",
+          "--mount",
+          "mount",
+          "-t",
+          "cgroup",
+          "-o",
+          "none,name=faas-deploy-test",
+          "cgroup",
+          dir,
+        ]);
+        assert.notEqual(cgroup.code, 0, "a cgroup v1 hierarchy must stay out of reach");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+    await t.step("raw sockets and device nodes are refused", async () => {
       const raw = await run([
         RESTRICTED,
         py,
@@ -852,8 +1012,6 @@ Deno.test({
         "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
       ]);
       assert(raw.stderr.includes("PermissionError"), raw.stderr);
-      const netns = await run([RESTRICTED, "unshare", "--net", "true"]);
-      assert.notEqual(netns.code, 0, "unshare --net must need SYS_ADMIN");
       const dir = await Deno.makeTempDir();
       try {
         const mknod = await run([RESTRICTED, "mknod", `${dir}/mem`, "c", "1", "1"]);

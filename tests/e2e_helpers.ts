@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { type ServiceProcess, spawnService } from "./helpers/service_process.ts";
 import { until } from "./helpers/wait.ts";
 import { descendants } from "../bench/proc_tree.ts";
+import { assertRemoteSettings, REMOTE_URL } from "./helpers/remote.ts";
 
 export { descendants };
 
@@ -45,6 +46,27 @@ export async function startRealService(env: Record<string, string> = {}): Promis
       await process[Symbol.asyncDispose]();
     },
   };
+}
+
+/** A service to send requests to, started here or already running elsewhere. */
+export interface ServiceUnderTest extends AsyncDisposable {
+  /** Base URL. */
+  url: string;
+}
+
+/**
+ * The real service started with `env` (see {@link startRealService}), or, with FAAS_TEST_URL
+ * set, the service already running there, which must have been started with `env`
+ * (tests/helpers/remote.ts); disposing of it then leaves it running.
+ */
+export async function serviceUnderTest(
+  env: Record<string, string> = {},
+): Promise<ServiceUnderTest> {
+  if (REMOTE_URL === undefined) return await startRealService(env);
+  assertRemoteSettings(env);
+  const { status } = await health(REMOTE_URL);
+  assertEquals(status, 200, `the service at ${REMOTE_URL} is not healthy`);
+  return { url: REMOTE_URL, [Symbol.asyncDispose]: () => Promise.resolve() };
 }
 
 /** The 200 answer of /run_code, as the contract shapes it. */

@@ -18,6 +18,7 @@ import {
   startRuntime,
 } from "./javascript_helpers.ts";
 import type { RunOutcome, Runtime } from "../src/runtime.ts";
+import { inProcessOnly } from "./helpers/remote.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 let runtime: Runtime;
@@ -213,7 +214,10 @@ Deno.test("attacks: the caches API is gone in every realm", opts, async () => {
   await assertStillServes();
 });
 
-Deno.test("attacks: code cannot write to the service's stdout or stderr", opts, async () => {
+Deno.test("attacks: code cannot write to the service's stdout or stderr", {
+  ...opts,
+  ...inProcessOnly("the stdout/stderr attack (it reads a service's own stdout)"),
+}, async () => {
   // The service runs in a child process here so its real stdout can be inspected.
   const script = await Deno.makeTempFile({ suffix: ".ts" });
   const modUrl = new URL("../src/sandbox/javascript/mod.ts", import.meta.url).href;
