@@ -192,6 +192,8 @@ export class Jail {
       binds: options.zygote ? options.binds : [[dirs.runDir, JAIL_RUN_DIR], ...options.binds],
       layers_off: [...(options.layersOff ?? [])],
       zygote: options.zygote ?? null,
+      // Programs connect back with a unix socket of their own; zygotes before their jail.
+      unix_sockets: options.zygote === undefined,
       netns_ahead: options.netnsAhead ?? 2,
     };
     let child: Deno.ChildProcess;

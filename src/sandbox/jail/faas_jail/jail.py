@@ -82,7 +82,11 @@ class Jail:
             self.layers["rootfs"] = _in_child(layers.CLONE_NEWNS | layers.CLONE_NEWPID,
                                               lambda: _root_probe(self))
         if want("seccomp"):
-            program = seccomp.compile_filter(allow_unix_socket=self.layers["netns"])
+            # Abstract unix sockets live in a network namespace: without one of their own, a
+            # sandbox may make none, unless its host needs it to connect back (a JS runner,
+            # whose code cannot make sockets anyway).
+            unix = self.layers["netns"] or self.config.get("unix_sockets") is True
+            program = seccomp.compile_filter(allow_unix_socket=unix)
             if program is not None:
                 self.filter = seccomp.Filter(program)
                 self.layers["seccomp"] = _in_child(0, lambda: _seccomp_probe(self.filter))

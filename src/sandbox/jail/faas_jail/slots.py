@@ -12,7 +12,7 @@ joined with setns when a slot is first used.
 import fcntl
 import os
 
-from faas_jail.layers import CLONE_NEWNET, setns, unshare
+from faas_jail.layers import CLONE_NEWNET, unshare
 
 # On a host, sandbox uids start far above any real user's; in a user namespace with a small
 # uid map (a container's 65536 uids), they stay inside it, below `nobody` (65534).
@@ -54,7 +54,10 @@ def claim_uid_range(count):
             continue
         for base in candidates:
             path = os.path.join(directory, "%d.lock" % base)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                break  # not writable here (a read-only root): the next dir
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -202,19 +205,37 @@ def _enable_v2_controllers(root):
 
 
 class NetnsPool:
-    """Empty network namespaces made ahead, each held open by a descriptor."""
+    """Empty network namespaces made ahead, each held open by a descriptor. A child makes each
+    (the jailer could not always go back to its own: in a user namespace that does not own it,
+    setns is refused)."""
 
     def __init__(self):
-        self._own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._ready = []
 
     def make(self):
-        """Makes one namespace and keeps it; the jailer returns to its own at once."""
-        unshare(CLONE_NEWNET)
+        """Makes one namespace and keeps it."""
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_fd)
+                unshare(CLONE_NEWNET)
+                os.write(write_fd, b"1")
+                code = 0
+                os.close(write_fd)
+                signal_wait()
+            finally:
+                os._exit(code)
+        os.close(write_fd)
         try:
-            fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            if os.read(read_fd, 1) != b"1":
+                raise OSError("the network namespace could not be made")
+            fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
         finally:
-            setns(self._own, CLONE_NEWNET)
+            os.close(read_fd)
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
         self._ready.append(fd)
 
     def take(self):
@@ -227,3 +248,10 @@ class NetnsPool:
     def ready(self):
         """How many are made ahead."""
         return len(self._ready)
+
+
+def signal_wait():
+    """Waits to be killed."""
+    import signal
+    while True:
+        signal.pause()
