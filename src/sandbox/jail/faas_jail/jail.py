@@ -284,10 +284,12 @@ def _cgroupns_probe(dirs):
 
 
 def _root_probe(jail):
+    expected = {"tmp", "proc", "dev", "etc"} | {target.split("/")[1]
+                                                 for _, target, _ in jail.root.binds}
     jail.root.tmp_options = jail.tmp_options(0)
     jail.root.enter(with_proc=True)
     names = set(os.listdir("/"))
-    return {"usr", "tmp", "proc", "dev", "etc"} <= names and "root" not in names
+    return "usr" in names and names <= expected
 
 
 def _seccomp_probe(flt):
