@@ -27,8 +27,13 @@ const STOPPED = 4;
 const HEADER_BYTES = 16;
 /** Largest payload a zygote may send in one frame (its pipes hold 1 MiB). */
 const MAX_PAYLOAD = 4 * 1024 * 1024;
-/** Time past a run's timeout the host waits for the zygote's answer before it steps in. */
+/**
+ * Time past a run's timeout the host waits for the zygote's answer before it steps in (asks it
+ * to stop the run), then before it ends the zygote. A loaded host can wake the zygote late;
+ * either way the run is answered as a timeout, with what it printed.
+ */
 const HOST_GRACE_MS = 250;
+const STOP_GRACE_MS = 750;
 const KILL_CODE = 137;
 const TIMEOUT_CODE = 124;
 
@@ -63,7 +68,7 @@ interface ActiveRun {
   report: Uint8Array[];
   reportBytes: number;
   timer?: ReturnType<typeof setTimeout>;
-  done: (exit: { status: number; flags: number } | { lost: string }) => void;
+  done: (exit: { status: number; flags: number } | { lost: string } | { overdue: true }) => void;
 }
 
 let zygoteCounter = 0;
@@ -136,15 +141,18 @@ export class PythonZygote implements Sandbox {
         if (this.#active !== active) return;
         this.#active = undefined;
         clearTimeout(active.timer);
-        const report = "lost" in exit ? undefined : parseReport(active.report, active.reportBytes);
+        const report = "status" in exit ? parseReport(active.report, active.reportBytes) : undefined;
         resolve({ outcome: this.#outcome(active, exit, report), report });
       },
     };
     this.#active = active;
     // The zygote ends the run at its timeout; this backstop covers a zygote that does not.
     active.timer = setTimeout(() => {
-      this.kill();
-      active.done({ lost: "the zygote did not end the run at its timeout" });
+      this.#writer.write(header(STOP, id, 0, 0)).catch(() => {});
+      active.timer = setTimeout(() => {
+        this.kill();
+        active.done({ overdue: true });
+      }, STOP_GRACE_MS);
     }, job.timeoutMs + HOST_GRACE_MS);
     const payload = new TextEncoder().encode(JSON.stringify({
       mode: job.mode,
@@ -225,7 +233,7 @@ export class PythonZygote implements Sandbox {
 
   #outcome(
     active: ActiveRun,
-    exit: { status: number; flags: number } | { lost: string },
+    exit: { status: number; flags: number } | { lost: string } | { overdue: true },
     report: Report | undefined,
   ): RunOutcome {
     const base = {
@@ -235,6 +243,17 @@ export class PythonZygote implements Sandbox {
       truncated: active.stdout.exceeded || active.stderr.exceeded,
     };
     const stdout = active.stdout.text();
+    const overdue = performance.now() - active.startedAt >= active.job.timeoutMs;
+    if ("overdue" in exit || ("lost" in exit && overdue)) {
+      return {
+        ...base,
+        stdout,
+        retVal: "",
+        status: "timeout",
+        exitCode: TIMEOUT_CODE,
+        error: `execution timed out after ${active.job.timeoutMs} ms`,
+      };
+    }
     if ("lost" in exit) {
       return {
         ...base,
@@ -245,7 +264,9 @@ export class PythonZygote implements Sandbox {
         error: `sandbox crashed: ${exit.lost}`,
       };
     }
-    const { status: wait, flags } = exit;
+    const { status: wait } = exit;
+    // Stopped by the host's backstop past the timeout: that is a timeout too.
+    const flags = exit.flags & STOPPED && overdue ? exit.flags | TIMED_OUT : exit.flags;
     const signal = wait & 0x7f;
     const exitCode = signal ? 128 + signal : (wait >> 8) & 0xff;
     const outputStopped = this.#options.outputPolicy === "stop" &&
