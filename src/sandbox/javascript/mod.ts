@@ -69,7 +69,7 @@ const KEPT_MEMORY_SHARE = 0.25;
 export interface JavaScriptRuntimeOptions {
   /** The Python interpreter that runs the jailer (`FAAS_PYTHON`); default `python3`. */
   python?: string;
-  /** Runs one runner may serve for its tenant before it is recycled (default 500). */
+  /** Runs one runner may serve for its tenant before it is recycled (default 10 000). */
   maxRunsPerRunner?: number;
   /** Age after which a runner is recycled, in ms (default 10 minutes). */
   maxRunnerAgeMs?: number;
@@ -217,7 +217,7 @@ class JavaScriptRuntime implements Runtime {
       create: () => spawn(),
       size: settings.poolSize,
       max: Math.max(settings.maxInstances, 1) + this.#keptRunners(),
-      maxRuns: this.#options.maxRunsPerRunner ?? 500,
+      maxRuns: this.#options.maxRunsPerRunner ?? 10_000,
       maxAgeMs: this.#options.maxRunnerAgeMs ?? 10 * 60_000,
       idleTtlMs: this.#options.idleTtlMs ?? IDLE_TTL_MS,
       maxIdleKept: this.#keptRunners(),
