@@ -8,20 +8,16 @@
  * @module
  */
 
+import type { RunOutcome } from "./outcome.ts";
+
 /** Canonical language names of the wire contract. */
 export const LANGUAGES = ["javascript", "typescript", "python"] as const;
 
 /** A canonical language name. */
 export type Language = typeof LANGUAGES[number];
 
-/** How a run ended, as reported in `metadata.status`. */
-export type RunStatus =
-  | "success"
-  | "error"
-  | "timeout"
-  | "memory_limit"
-  | "output_limit"
-  | "crashed";
+/** How a run ended (see outcome.ts, which owns each ending). */
+export type { RunOutcome, RunStatus } from "./outcome.ts";
 
 /** One run, as handed to a runtime by the scheduler. */
 export interface RunJob {
@@ -47,31 +43,6 @@ export interface RunJob {
    * runtime then gives the sandbox back and does not run the code.
    */
   onStart?: () => boolean;
-}
-
-/** The result of a run that was started, whatever the code did. */
-export interface RunOutcome {
-  /** Captured stdout, capped, with return-value markers removed. */
-  stdout: string;
-  /** Captured stderr, capped. */
-  stderr: string;
-  /** Resolved return value (see {@link resolveRetVal} in ret_val.ts). */
-  retVal: string;
-  /** How the run ended. */
-  status: RunStatus;
-  /** Process-style exit code: 0 on success, 1 on an uncaught error, `n` for `exit(n)`. */
-  exitCode: number;
-  /** Execution time in whole milliseconds (excludes queueing). */
-  durationMs: number;
-  /** True when stdout or stderr hit the output cap. */
-  truncated: boolean;
-  /** Id of the sandbox that ran the code. */
-  instanceId: string;
-  /**
-   * One-line human message for `timeout`, `memory_limit`, `output_limit` and
-   * `crashed`; `undefined` otherwise (uncaught user exceptions are not errors of the service).
-   */
-  error?: string;
 }
 
 /** Position of a syntax error, 1-based and relative to the submitted code. */
