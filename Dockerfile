@@ -96,6 +96,7 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_API_KEY=               when set, every route but /health needs this key (401 otherwise)
 #   FAAS_LANGUAGES=javascript,typescript,python   enabled languages, comma-separated
 #   FAAS_PYTHON=python3         Python executable for the Python sandbox
+#   FAAS_PYTHON_PRELOAD=        Python modules imported ahead of runs, comma-separated (e.g. json,re)
 #   FAAS_REQUIRE_ISOLATION=     isolation layers that must be active or the service refuses to
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
 #   FAAS_DEBUG=false            verbose logs, including code and output

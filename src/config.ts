@@ -39,6 +39,8 @@ export interface Config {
   languages: Language[];
   /** Python executable (`FAAS_PYTHON`). */
   pythonPath: string;
+  /** Python modules imported ahead of runs (`FAAS_PYTHON_PRELOAD`). */
+  pythonPreload: string[];
   /** Isolation layers that must be active at start (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: string[];
   /** Verbose logs, including code and output (`FAAS_DEBUG`). */
@@ -154,6 +156,23 @@ const isolation = z.string().optional().transform((value, ctx) => {
   return names;
 });
 
+/** A dotted Python module name, e.g. `numpy` or `os.path`. */
+const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
+
+const modules = z.string().optional().transform((value, ctx) => {
+  const names = list(value);
+  const bad = names.find((name) => !MODULE_NAME.test(name));
+  if (bad !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        `expected a comma-separated list of Python module names (e.g. json,numpy), got "${bad}"`,
+    });
+    return z.NEVER;
+  }
+  return [...new Set(names)];
+});
+
 const RUNNER_MODES = ["auto", "self", "deno"] as const;
 
 const runnerMode = z.string().optional().transform((value, ctx) => {
@@ -184,6 +203,7 @@ const ENV_SCHEMA = z.object({
   FAAS_API_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
   FAAS_LANGUAGES: languages,
   FAAS_PYTHON: text("python3"),
+  FAAS_PYTHON_PRELOAD: modules,
   FAAS_REQUIRE_ISOLATION: isolation,
   FAAS_DEBUG: boolean,
   FAAS_RUNNER_MODE: runnerMode,
@@ -228,6 +248,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     apiKey: e.FAAS_API_KEY,
     languages: e.FAAS_LANGUAGES,
     pythonPath: e.FAAS_PYTHON,
+    pythonPreload: e.FAAS_PYTHON_PRELOAD,
     requireIsolation: e.FAAS_REQUIRE_ISOLATION,
     debug: e.FAAS_DEBUG,
     runnerMode: e.FAAS_RUNNER_MODE,
@@ -244,7 +265,7 @@ export function bodyLimitBytes(config: Pick<Config, "maxCodeBytes">): number {
   return config.maxCodeBytes * 2 + MIB;
 }
 
-/** The settings a runtime factory receives, taken from the configuration. */
+/** The language-neutral settings every runtime factory receives, taken from the configuration. */
 export function runtimeSettings(
   config: Config,
   options: Pick<RuntimeSettings, "onSandboxBoot"> = {},
@@ -254,10 +275,8 @@ export function runtimeSettings(
     maxInstances: config.maxInstances,
     memoryLimitMb: config.memoryLimitMb,
     maxOutputBytes: config.maxOutputBytes,
-    pythonPath: config.pythonPath,
     requireIsolation: config.requireIsolation,
     debug: config.debug,
-    runnerLaunch: config.runnerMode,
     onSandboxBoot: options.onSandboxBoot,
   };
 }

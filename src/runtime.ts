@@ -111,7 +111,11 @@ export class SandboxStartError extends Error {
   }
 }
 
-/** Settings every runtime factory receives (from the FAAS_* configuration). */
+/**
+ * Settings every runtime factory receives (from the FAAS_* configuration): only what means the
+ * same for every language. What one runtime alone needs (its executable, how it starts its
+ * processes, what it preloads) is that factory's own options, passed by its registration.
+ */
 export interface RuntimeSettings {
   /** Fresh sandboxes booted ahead of demand (`FAAS_POOL_SIZE`). */
   poolSize: number;
@@ -121,21 +125,10 @@ export interface RuntimeSettings {
   memoryLimitMb: number;
   /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
   maxOutputBytes: number;
-  /** Python executable for the Python runtime (`FAAS_PYTHON`). */
-  pythonPath: string;
   /** Isolation layers that must be active or `start()` rejects (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */
   debug: boolean;
-  /**
-   * How runtimes that run their sandboxes in processes of this executable start them
-   * (`FAAS_RUNNER_MODE`): `"self"` re-executes the service in a runner mode, `"deno"` uses
-   * `deno run`; `undefined` lets the runtime choose (self in a compiled binary).
-   */
-  runnerLaunch?: "self" | "deno";
   /** Told after every sandbox boot attempt, for metrics. */
   onSandboxBoot?: (language: Language, durationMs: number, ok: boolean) => void;
 }
-
-/** Builds a runtime from the settings; does not start it. */
-export type RuntimeFactory = (settings: RuntimeSettings) => Runtime;

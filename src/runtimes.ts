@@ -1,11 +1,13 @@
 /**
  * The runtime registry: which factory builds the runtime of each language, and the set of
- * runtimes built for the enabled languages.
+ * runtimes built for the enabled languages. Each registration takes what its runtime alone
+ * needs from the configuration and hands it to the factory as that factory's own options.
  *
  * @module
  */
 
-import type { Language, PoolStats, Runtime, RuntimeFactory, RuntimeSettings } from "./runtime.ts";
+import { type Config, runtimeSettings } from "./config.ts";
+import type { Language, PoolStats, Runtime, RuntimeSettings } from "./runtime.ts";
 import { createJavaScriptRuntime } from "./sandbox/javascript/mod.ts";
 import { createPythonRuntime } from "./sandbox/python/mod.ts";
 
@@ -13,8 +15,11 @@ import { createPythonRuntime } from "./sandbox/python/mod.ts";
 export interface RuntimeRegistration {
   /** Languages served by the runtime the factory builds. */
   languages: readonly Language[];
-  /** Builds the runtime (does not start it). */
-  create: RuntimeFactory;
+  /**
+   * Builds the runtime (does not start it) from the settings every runtime shares and the
+   * configuration, from which it takes its own options.
+   */
+  create: (settings: RuntimeSettings, config: Config) => Runtime;
 }
 
 /**
@@ -24,9 +29,13 @@ export interface RuntimeRegistration {
 export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [
   {
     languages: ["javascript", "typescript"],
-    create: (settings) => createJavaScriptRuntime(settings),
+    create: (settings, config) => createJavaScriptRuntime(settings, { launch: config.runnerMode }),
   },
-  { languages: ["python"], create: (settings) => createPythonRuntime(settings) },
+  {
+    languages: ["python"],
+    create: (settings, config) =>
+      createPythonRuntime(settings, { python: config.pythonPath, preload: config.pythonPreload }),
+  },
 ];
 
 /** No registered factory serves an enabled language. */
@@ -59,8 +68,13 @@ export class RuntimeSet {
    */
   constructor(
     languages: readonly Language[],
-    options: { registrations: readonly RuntimeRegistration[]; settings: RuntimeSettings },
+    options: {
+      registrations: readonly RuntimeRegistration[];
+      config: Config;
+      onSandboxBoot?: RuntimeSettings["onSandboxBoot"];
+    },
   ) {
+    const settings = runtimeSettings(options.config, { onSandboxBoot: options.onSandboxBoot });
     this.#languages = [...languages];
     const missing = languages.filter((language) =>
       !options.registrations.some((registration) => registration.languages.includes(language))
@@ -71,7 +85,7 @@ export class RuntimeSet {
         languages.includes(language) && !this.#byLanguage.has(language)
       );
       if (wanted.length === 0) continue;
-      const runtime = registration.create(options.settings);
+      const runtime = registration.create(settings, options.config);
       this.#runtimes.push(runtime);
       for (const language of wanted) this.#byLanguage.set(language, runtime);
     }

@@ -6,7 +6,7 @@
  */
 
 import { createApp } from "./app.ts";
-import { type Config, runtimeSettings } from "./config.ts";
+import type { Config } from "./config.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { DEFAULT_REGISTRATIONS, type RuntimeRegistration, RuntimeSet } from "./runtimes.ts";
@@ -47,10 +47,9 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const metrics = new ServiceMetrics();
   const runtimes = new RuntimeSet(config.languages, {
     registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
-    settings: runtimeSettings(config, {
-      onSandboxBoot: (language, durationMs, ok) =>
-        metrics.recordSandboxBoot(language, durationMs, ok),
-    }),
+    config,
+    onSandboxBoot: (language, durationMs, ok) =>
+      metrics.recordSandboxBoot(language, durationMs, ok),
   });
   await startRuntimes(runtimes, options.signal);
   const scheduler = new Scheduler({

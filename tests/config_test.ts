@@ -18,6 +18,7 @@ Deno.test("defaults match the contract", () => {
     apiKey: undefined,
     languages: ["javascript", "typescript", "python"],
     pythonPath: "python3",
+    pythonPreload: [],
     requireIsolation: [],
     debug: false,
     runnerMode: "deno",
@@ -33,6 +34,7 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
     FAAS_DEBUG: "Yes",
     FAAS_API_KEY: "k",
     FAAS_PYTHON: "/usr/bin/python3",
+    FAAS_PYTHON_PRELOAD: " json, os.path,json ",
     UNRELATED: "ignored",
   });
   assertEquals(config.port, 0);
@@ -41,8 +43,10 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
   assertEquals(config.requireIsolation, ["uid", "netns"]);
   assertEquals(config.debug, true);
   assertEquals(config.apiKey, "k");
+  assertEquals(config.pythonPath, "/usr/bin/python3");
+  assertEquals(config.pythonPreload, ["json", "os.path"]);
   const settings = runtimeSettings(config);
-  assertEquals(settings.pythonPath, "/usr/bin/python3");
+  assert(!("pythonPath" in settings), "the python executable is the python runtime's own option");
   assertEquals(settings.poolSize, 3);
   assertEquals(settings.requireIsolation, ["uid", "netns"]);
 });
@@ -65,6 +69,8 @@ Deno.test("every bad value is one line naming the variable and what is allowed",
     [{ FAAS_LANGUAGES: " , " }, "FAAS_LANGUAGES", "at least one"],
     [{ FAAS_REQUIRE_ISOLATION: "uid,Net NS" }, "FAAS_REQUIRE_ISOLATION", "isolation layer"],
     [{ FAAS_DEBUG: "maybe" }, "FAAS_DEBUG", "true, false"],
+    [{ FAAS_PYTHON_PRELOAD: "json,os.path,3d" }, "FAAS_PYTHON_PRELOAD", "module names"],
+    [{ FAAS_PYTHON_PRELOAD: "os;rm" }, "FAAS_PYTHON_PRELOAD", '"os;rm"'],
   ];
   for (const [env, variable, allowed] of cases) {
     let caught: unknown;

@@ -220,7 +220,7 @@ Deno.test("attacks: code cannot write to the service's stdout or stderr", opts, 
     script,
     `import { createJavaScriptRuntime } from ${JSON.stringify(modUrl)};
 const runtime = createJavaScriptRuntime({ poolSize: 1, maxInstances: 2, memoryLimitMb: 128,
-  maxOutputBytes: 65536, pythonPath: "python3", requireIsolation: [], debug: false });
+  maxOutputBytes: 65536, requireIsolation: [], debug: false });
 await runtime.start();
 // Once as a runner's first run (in the worker realm), once in a vm context of a later run.
 const first = await runtime.run({ taskId: "t", language: "javascript", timeoutMs: 5000,

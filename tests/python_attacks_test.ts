@@ -4,9 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import type { Runtime } from "../src/runtime.ts";
-import { assertNoProcessesLeft, forkServerPids, job, testSettings } from "./python_helpers.ts";
+import {
+  assertNoProcessesLeft,
+  createPythonRuntime,
+  forkServerPids,
+  job,
+  testSettings,
+} from "./python_helpers.ts";
 
 const UID_BASE = 1_502_000;
 const runtime = createPythonRuntime(testSettings({ maxInstances: 8 }), { uidBase: UID_BASE });

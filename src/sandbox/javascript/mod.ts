@@ -73,8 +73,8 @@ export interface JavaScriptRuntimeOptions {
   runnerMode?: "worker" | "inline";
   /**
    * How runner processes are started: `"self"` (the service's executable in runner mode, the
-   * only way in a compiled binary) or `"deno"` (`deno run` on the runner module). Default:
-   * `settings.runnerLaunch`, else `"self"` in a compiled binary and `"deno"` otherwise.
+   * only way in a compiled binary) or `"deno"` (`deno run` on the runner module)
+   * (`FAAS_RUNNER_MODE`). Default: `"self"` in a compiled binary and `"deno"` otherwise.
    */
   launch?: RunnerLaunch;
 }
@@ -245,8 +245,7 @@ class JavaScriptRuntime implements Runtime {
   }
 
   #launch(): RunnerLaunch {
-    return this.#options.launch ?? this.#settings.runnerLaunch ??
-      (Deno.build.standalone ? "self" : "deno");
+    return this.#options.launch ?? (Deno.build.standalone ? "self" : "deno");
   }
 
   #requirePool(): SandboxPool<JsRunner> {

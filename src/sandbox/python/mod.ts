@@ -47,6 +47,10 @@ export interface PythonRuntimeOptions {
    * two services on one host are unlikely to share uids.
    */
   uidBase?: number;
+  /** Python executable (`FAAS_PYTHON`); default `python3`. */
+  python?: string;
+  /** Modules to import ahead of runs (`FAAS_PYTHON_PRELOAD`); default none. */
+  preload?: readonly string[];
 }
 
 /** Extra time the host waits past a run's timeout before it kills the run itself. */
@@ -151,7 +155,7 @@ class PythonRuntime implements Runtime {
         );
       }
     }
-    this.#python = await resolvePython(this.#settings.pythonPath);
+    this.#python = await resolvePython(this.#options.python ?? "python3");
     this.#program = await readForkServerProgram();
     try {
       await this.#ensureServer();
