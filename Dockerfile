@@ -91,6 +91,7 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
 #   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
 #   FAAS_MAX_CODE_BYTES=1048576 largest accepted `code`, UTF-8 bytes
+#   FAAS_MAX_VALIDATIONS=       most syntax checks at once; default: the number of CPU cores
 #   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
 #   FAAS_DRAIN_TIMEOUT=30000    on SIGTERM: how long in-flight and queued runs may finish, ms
 #   FAAS_API_KEY=               when set, every route but /health needs this key (401 otherwise)
@@ -101,6 +102,7 @@ ENV DENO_DIR=/deno-dir \
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
 #   FAAS_DEBUG=false            verbose logs, including code and output
 #   FAAS_RUNNER_MODE=auto       how JS runners start: self (re-run this entry), deno (deno run), auto
+#   FAAS_IDLE_TIMEOUT=30000     ms a request body may stall between two chunks (then 408)
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

@@ -29,6 +29,8 @@ export interface Config {
   maxOutputBytes: number;
   /** Largest `code` accepted, in UTF-8 bytes (`FAAS_MAX_CODE_BYTES`). */
   maxCodeBytes: number;
+  /** Most syntax checks at once (`FAAS_MAX_VALIDATIONS`); default: the number of CPU cores. */
+  maxValidations: number;
   /** Most runs waiting for a free slot before new ones get 503 (`FAAS_QUEUE_LIMIT`). */
   queueLimit: number;
   /** How long a shutdown waits for in-flight and queued runs, in ms (`FAAS_DRAIN_TIMEOUT`). */
@@ -51,6 +53,8 @@ export interface Config {
    * default) is `self` in a compiled binary, `deno` otherwise.
    */
   runnerMode: "self" | "deno";
+  /** How long a request body may stall between two chunks, in ms (`FAAS_IDLE_TIMEOUT`). */
+  idleTimeoutMs: number;
 }
 
 /** A configuration value that is not allowed; the message is one line naming the variable. */
@@ -67,6 +71,9 @@ export class ConfigError extends Error {
 }
 
 const MIB = 1024 * 1024;
+
+/** CPU cores of this host: the default number of syntax checks at once. */
+const CORES = Math.max(1, navigator.hardwareConcurrency || 1);
 
 function integer(min: number, max: number, fallback: number) {
   return z.string().trim().optional().transform((text, ctx) => {
@@ -198,6 +205,7 @@ const ENV_SCHEMA = z.object({
   FAAS_MEMORY_LIMIT_MB: integer(16, 65_536, 256),
   FAAS_MAX_OUTPUT_BYTES: integer(1_024, 256 * MIB, MIB),
   FAAS_MAX_CODE_BYTES: integer(1, 64 * MIB, MIB),
+  FAAS_MAX_VALIDATIONS: integer(1, 1_000, CORES),
   FAAS_QUEUE_LIMIT: integer(0, 1_000_000, 1_000),
   FAAS_DRAIN_TIMEOUT: integer(0, 3_600_000, 30_000),
   FAAS_API_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
@@ -207,6 +215,7 @@ const ENV_SCHEMA = z.object({
   FAAS_REQUIRE_ISOLATION: isolation,
   FAAS_DEBUG: boolean,
   FAAS_RUNNER_MODE: runnerMode,
+  FAAS_IDLE_TIMEOUT: integer(100, 3_600_000, 30_000),
 });
 
 /** Names of every environment variable the service reads. */
@@ -243,6 +252,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     memoryLimitMb: e.FAAS_MEMORY_LIMIT_MB,
     maxOutputBytes: e.FAAS_MAX_OUTPUT_BYTES,
     maxCodeBytes: e.FAAS_MAX_CODE_BYTES,
+    maxValidations: e.FAAS_MAX_VALIDATIONS,
     queueLimit: e.FAAS_QUEUE_LIMIT,
     drainTimeoutMs: e.FAAS_DRAIN_TIMEOUT,
     apiKey: e.FAAS_API_KEY,
@@ -252,6 +262,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     requireIsolation: e.FAAS_REQUIRE_ISOLATION,
     debug: e.FAAS_DEBUG,
     runnerMode: e.FAAS_RUNNER_MODE,
+    idleTimeoutMs: e.FAAS_IDLE_TIMEOUT,
   };
 }
 

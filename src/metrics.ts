@@ -12,6 +12,7 @@ import type { Language, PoolStats, RunStatus } from "./runtime.ts";
 export type RejectionReason =
   | "invalid_request"
   | "body_too_large"
+  | "body_timeout"
   | "unauthorized"
   | "queue_full"
   | "draining"

@@ -6,14 +6,10 @@
  */
 
 import { z } from "@hono/zod-openapi";
-import { type Language, LANGUAGES } from "./runtime.ts";
 import { canonicalLanguage, LANGUAGE_ALIASES } from "./languages.ts";
-
-/** Scheduling priorities, most urgent first. */
-export const PRIORITIES = ["urgent", "high", "normal", "low"] as const;
-
-/** A scheduling priority. */
-export type Priority = typeof PRIORITIES[number];
+import { RUN_STATUSES } from "./outcome.ts";
+import { type Language, LANGUAGES } from "./runtime.ts";
+import { PRIORITIES } from "./scheduler.ts";
 
 /** Request limits taken from the configuration. */
 export interface RequestLimits {
@@ -150,7 +146,7 @@ export const RunResponseSchema = z.object({
     task_id: z.string(),
     instance_id: z.string(),
     language: z.enum(LANGUAGES),
-    status: z.enum(["success", "error", "timeout", "memory_limit", "output_limit", "crashed"]),
+    status: z.enum(RUN_STATUSES),
     exit_code: z.number().int(),
     duration: z.number().int().openapi({ description: "Execution time in whole ms." }),
     queue_time: z.number().int().openapi({ description: "Wait before execution, whole ms." }),
@@ -191,6 +187,8 @@ export const HealthResponseSchema = z.object({
     rejectedTasks: z.number().int(),
     cancelledTasks: z.number().int(),
     averageExecutionTime: z.number().int(),
+    runningValidations: z.number().int(),
+    queuedValidations: z.number().int(),
   }),
   languages: z.record(
     z.string(),

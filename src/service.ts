@@ -6,6 +6,7 @@
  */
 
 import { createApp } from "./app.ts";
+import { settlesWithin } from "./async.ts";
 import type { Config } from "./config.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { ServiceMetrics } from "./metrics.ts";
@@ -56,21 +57,25 @@ export async function startService(config: Config, options: ServiceOptions = {})
     maxConcurrent: config.maxInstances,
     queueLimit: config.queueLimit,
     runtimeFor: (language) => runtimes.get(language),
+    languages: runtimes.languages,
+    maxValidations: config.maxValidations,
+    validationTimeoutMs: config.timeoutMs,
     onEvent: (event) =>
       logger.error({
         msg: `scheduler_${event.kind}`,
+        request_id: event.requestId,
         task_id: event.taskId,
         detail: event.message,
       }),
   });
   metrics.setSources({
     queueLength: () => scheduler.stats().queuedTasks,
-    instances: () => runtimes.poolStats(),
+    instances: () =>
+      runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
   });
   let draining = false;
   const app = createApp({
     config,
-    runtimes,
     scheduler,
     metrics,
     logger,
@@ -103,13 +108,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     scheduler.close();
     const before = scheduler.stats();
     logger.info({ msg: "draining", queued: before.queuedTasks, running: before.runningTasks });
-    const drained = await within(scheduler.idle(), config.drainTimeoutMs);
+    const drained = await settlesWithin(scheduler.idle(), config.drainTimeoutMs);
     const abandoned = drained ? 0 : scheduler.abandonQueued();
     await runtimes.shutdown();
     // Runs cut short by the shutdown are answered by their runtimes (or the scheduler's
     // deadline); give their answers a moment to leave before closing connections.
-    await within(scheduler.idle(), SHUTDOWN_GRACE_MS);
-    await within(server.shutdown(), SHUTDOWN_GRACE_MS);
+    await settlesWithin(scheduler.idle(), SHUTDOWN_GRACE_MS);
+    await settlesWithin(server.shutdown(), SHUTDOWN_GRACE_MS);
     logger.info({ msg: "stopped", drained, abandoned });
   }
   return {
@@ -137,18 +142,5 @@ async function startRuntimes(runtimes: RuntimeSet, signal?: AbortSignal): Promis
     throw error;
   } finally {
     signal.removeEventListener("abort", onAbort);
-  }
-}
-
-/** Waits for `promise` at most `ms`; true when it settled in time. */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }

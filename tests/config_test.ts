@@ -13,6 +13,7 @@ Deno.test("defaults match the contract", () => {
     memoryLimitMb: 256,
     maxOutputBytes: 1024 * 1024,
     maxCodeBytes: 1024 * 1024,
+    maxValidations: navigator.hardwareConcurrency,
     queueLimit: 1000,
     drainTimeoutMs: 30_000,
     apiKey: undefined,
@@ -22,6 +23,7 @@ Deno.test("defaults match the contract", () => {
     requireIsolation: [],
     debug: false,
     runnerMode: "deno",
+    idleTimeoutMs: 30_000,
   });
 });
 
@@ -69,6 +71,8 @@ Deno.test("every bad value is one line naming the variable and what is allowed",
     [{ FAAS_LANGUAGES: " , " }, "FAAS_LANGUAGES", "at least one"],
     [{ FAAS_REQUIRE_ISOLATION: "uid,Net NS" }, "FAAS_REQUIRE_ISOLATION", "isolation layer"],
     [{ FAAS_DEBUG: "maybe" }, "FAAS_DEBUG", "true, false"],
+    [{ FAAS_MAX_VALIDATIONS: "0" }, "FAAS_MAX_VALIDATIONS", "integer from 1"],
+    [{ FAAS_IDLE_TIMEOUT: "10" }, "FAAS_IDLE_TIMEOUT", "integer from 100"],
     [{ FAAS_PYTHON_PRELOAD: "json,os.path,3d" }, "FAAS_PYTHON_PRELOAD", "module names"],
     [{ FAAS_PYTHON_PRELOAD: "os;rm" }, "FAAS_PYTHON_PRELOAD", '"os;rm"'],
   ];
