@@ -583,3 +583,22 @@ Deno.test("a full lane of syntax checks is a 503 with Retry-After", async () => 
     await answer.body?.cancel();
   }
 });
+
+Deno.test("ext is bounded: a space_id over 256 bytes, long values, many keys are 400s", async () => {
+  await using s = await startTestService();
+  const run = (ext: Record<string, unknown>) =>
+    s.post("/run_code", { language: "js", code: "x", ext });
+  const ok = await run({ space_id: "t".repeat(256), other: "v".repeat(1024) });
+  assertEquals(ok.status, 200);
+  await ok.body?.cancel();
+  await expectError(await run({ space_id: "t".repeat(257) }), 400, "ext.space_id");
+  // Bytes of UTF-8, not characters: 129 × "é" is 258 bytes.
+  await expectError(await run({ space_id: "é".repeat(129) }), 400, "ext.space_id");
+  await expectError(await run({ space_id: "t".repeat(1024 * 1024) }), 400, "ext.space_id");
+  await expectError(await run({ trace: "v".repeat(1025) }), 400, "ext.trace");
+  const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, "v"]));
+  await expectError(await run(many), 400, "ext");
+  await expectError(await run({ ["k".repeat(129)]: "v" }), 400, "ext");
+  assertEquals(s.js.started.length, 1, "only the bounded run ran");
+  assertEquals(s.js.started[0].job.tenant, "t".repeat(256));
+});
