@@ -602,3 +602,30 @@ Deno.test("ext is bounded: a space_id over 256 bytes, long values, many keys are
   assertEquals(s.js.started.length, 1, "only the bounded run ran");
   assertEquals(s.js.started[0].job.tenant, "t".repeat(256));
 });
+
+Deno.test("a body without Content-Length is read whole; one that stalls is a 408", async () => {
+  await using s = await startTestService({ FAAS_IDLE_TIMEOUT: "200" });
+  const json = new TextEncoder().encode(
+    JSON.stringify({ language: "js", code: "print " + "é".repeat(100_000) }),
+  );
+  const pieces = [json.subarray(0, 1), json.subarray(1, 70_001), json.subarray(70_001)];
+  const chunked = await fetch(s.url + "/run_code", {
+    method: "POST",
+    body: ReadableStream.from(pieces),
+  });
+  assertEquals(chunked.status, 200);
+  assertEquals((await chunked.json()).output.stdout, "é".repeat(100_000) + "\n");
+
+  let stalled!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      stalled = controller;
+      controller.enqueue(json.subarray(0, 10));
+    },
+  });
+  const response = await fetch(s.url + "/run_code", { method: "POST", body });
+  const answer = await expectError(response, 408);
+  assertStringIncludes(String(answer.error), "200 ms");
+  stalled.close();
+  assertEquals(s.js.started.length, 1);
+});

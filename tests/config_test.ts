@@ -12,7 +12,7 @@ Deno.test("defaults match the contract", () => {
     maxTimeoutMs: 60_000,
     memoryLimitMb: 256,
     maxOutputBytes: 1024 * 1024,
-    maxCodeBytes: 1024 * 1024,
+    maxCodeBytes: 16 * 1024 * 1024,
     maxValidations: navigator.hardwareConcurrency,
     queueLimit: 1000,
     drainTimeoutMs: 30_000,

@@ -3,10 +3,12 @@
  * content type says. The route's validator then reads the parsed value from Hono's body cache
  * instead of reading the body again.
  *
- * Memory: a body with a `Content-Length` is read straight into one buffer of that size; one
- * without is gathered chunk by chunk and joined once. The buffer is dropped once decoded, so a
- * request holds about twice its body at the most (its text, then its parsed value) and never
- * more than the limit in bytes.
+ * Memory: a body Deno serves as a byte stream (any large one) is read straight into one
+ * buffer, sized by `Content-Length` or grown by doubling without one (a BYOB read: no chunk is
+ * allocated and then copied); another stream is copied chunk by chunk into such a buffer. The
+ * buffer is decoded in one go and dropped before parsing: decoding chunk by chunk and joining
+ * the pieces was measured at 32 MiB more for a 32 MiB body, and gathering chunks first needed
+ * a V8 heap 30 % larger for four 33 MiB bodies at once (tests/http_server_test.ts).
  *
  * @module
  */
@@ -32,11 +34,11 @@ export interface JsonBodyOptions {
 export function jsonBody(options: JsonBodyOptions): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = c.req.raw;
-    const bytes = await readBody(raw, options);
     let text: string;
     try {
-      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    } catch {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(await readBody(raw, options));
+    } catch (error) {
+      if (error instanceof HttpError) throw error;
       throw invalidJson("the body is not valid UTF-8");
     }
     if (text === "") throw invalidJson("the body is empty; expected a JSON object");
@@ -56,6 +58,10 @@ export function jsonBody(options: JsonBodyOptions): MiddlewareHandler<AppEnv> {
   };
 }
 
+/** First buffer for a body without `Content-Length`; it doubles as the body grows. */
+const FIRST_BUFFER_BYTES = 64 * 1024;
+
+/** The body's bytes: at most `limitBytes`, no read waiting more than `stallTimeoutMs`. */
 async function readBody(request: Request, options: JsonBodyOptions): Promise<Uint8Array> {
   const { limitBytes, stallTimeoutMs } = options;
   const tooLarge = () =>
@@ -66,39 +72,67 @@ async function readBody(request: Request, options: JsonBodyOptions): Promise<Uin
   const declared = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
   if (declared !== undefined && declared > limitBytes) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  // With a declared length the body goes straight into its final buffer.
-  const buffer = declared !== undefined ? new Uint8Array(declared) : undefined;
-  const chunks: Uint8Array[] = [];
+  // One byte past the limit tells a body over it from one exactly at it.
+  const capacity = declared ?? limitBytes + 1;
+  let buffer = new Uint8Array(Math.min(capacity, FIRST_BUFFER_BYTES));
   let size = 0;
+  /** Room for `more` bytes past `size`, growing by doubling; false once past capacity. */
+  const reserve = (more: number) => {
+    if (size + more > capacity) return false;
+    if (size + more > buffer.byteLength) {
+      let length = buffer.byteLength * 2;
+      while (length < size + more) length *= 2;
+      const grown = new Uint8Array(Math.min(length, capacity));
+      grown.set(buffer.subarray(0, size));
+      buffer = grown;
+    }
+    return true;
+  };
+  const stalled = () =>
+    new HttpError(408, `request body stalled: no data for ${stallTimeoutMs} ms`, {
+      reason: "body_timeout",
+    });
+  // A byte stream is read straight into the buffer; any other stream chunk by chunk.
+  const reader = isByteStream(request.body)
+    ? request.body.getReader({ mode: "byob" })
+    : request.body.getReader();
   try {
     while (true) {
-      const read = await withTimeout(reader.read(), stallTimeoutMs);
-      if (read === undefined) {
-        throw new HttpError(408, `request body stalled: no data for ${stallTimeoutMs} ms`, {
-          reason: "body_timeout",
-        });
+      if (reader instanceof ReadableStreamBYOBReader) {
+        if (!reserve(1)) break;
+        const view = new Uint8Array(buffer.buffer, size, buffer.byteLength - size);
+        const read = await withTimeout(reader.read(view), stallTimeoutMs);
+        if (read === undefined) throw stalled();
+        // Each read takes the buffer (transferred) and hands it back, the last one too.
+        if (read.value) buffer = new Uint8Array(read.value.buffer);
+        if (read.done) break;
+        size += read.value.byteLength;
+      } else {
+        const read = await withTimeout(reader.read(), stallTimeoutMs);
+        if (read === undefined) throw stalled();
+        if (read.done) break;
+        if (!reserve(read.value.byteLength)) throw tooLarge();
+        buffer.set(read.value, size);
+        size += read.value.byteLength;
       }
-      if (read.done) break;
-      const chunk = read.value;
-      if (size + chunk.byteLength > (buffer?.byteLength ?? limitBytes)) throw tooLarge();
-      if (buffer) buffer.set(chunk, size);
-      else chunks.push(chunk);
-      size += chunk.byteLength;
     }
+    if (size > limitBytes) throw tooLarge();
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
   }
-  if (buffer) return buffer.subarray(0, size);
-  if (chunks.length === 1) return chunks[0];
-  const joined = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks.splice(0)) {
-    joined.set(chunk, offset);
-    offset += chunk.byteLength;
+  reader.releaseLock();
+  return buffer.subarray(0, size);
+}
+
+/** True when `stream` can be read into a buffer of ours (a byte stream). */
+function isByteStream(stream: ReadableStream<Uint8Array>): boolean {
+  try {
+    stream.getReader({ mode: "byob" }).releaseLock();
+    return true;
+  } catch {
+    return false;
   }
-  return joined;
 }
 
 function invalidJson(message: string): HttpError {
