@@ -102,7 +102,10 @@ ENV DENO_DIR=/deno-dir \
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
 #   FAAS_DEBUG=false            verbose logs, including code and output
 #   FAAS_RUNNER_MODE=auto       how JS runners start: self (re-run this entry), deno (deno run), auto
-#   FAAS_IDLE_TIMEOUT=30000     ms a request body may stall between two chunks (then 408)
+#   FAAS_MAX_CONNECTIONS=       most HTTP connections open at once; default sized from the
+#                               open-file limit, leaving descriptors for the sandboxes
+#   FAAS_IDLE_TIMEOUT=30000     ms a connection may go without a request under way (a new one must
+#                               send its request head by then); also the most a body may stall
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

@@ -53,7 +53,16 @@ export interface Config {
    * default) is `self` in a compiled binary, `deno` otherwise.
    */
   runnerMode: "self" | "deno";
-  /** How long a request body may stall between two chunks, in ms (`FAAS_IDLE_TIMEOUT`). */
+  /**
+   * Most HTTP connections open at once (`FAAS_MAX_CONNECTIONS`); `undefined` sizes it from the
+   * process's open-file limit at start.
+   */
+  maxConnections: number | undefined;
+  /**
+   * How long a connection may go without a request under way, in ms: from its opening (so a
+   * request head must be complete by then), and between requests on a kept-alive connection
+   * (`FAAS_IDLE_TIMEOUT`). Also how long a request body may stall between two chunks.
+   */
   idleTimeoutMs: number;
 }
 
@@ -75,19 +84,34 @@ const MIB = 1024 * 1024;
 /** CPU cores of this host: the default number of syntax checks at once. */
 const CORES = Math.max(1, navigator.hardwareConcurrency || 1);
 
+/** An integer from `min` to `max`, `fallback` when unset or empty. */
 function integer(min: number, max: number, fallback: number) {
-  return z.string().trim().optional().transform((text, ctx) => {
-    if (text === undefined || text === "") return fallback;
-    const value = Number(text);
-    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-      ctx.addIssue({
-        code: "custom",
-        message: `expected an integer from ${min} to ${max}, got "${text}"`,
-      });
-      return z.NEVER;
-    }
-    return value;
-  });
+  return z.string().trim().optional().transform((text, ctx) =>
+    text === undefined || text === "" ? fallback : parseInteger(text, { min, max, ctx })
+  );
+}
+
+/** An integer from `min` to `max`, `undefined` when unset or empty. */
+function optionalInteger(min: number, max: number) {
+  return z.string().trim().optional().transform((text, ctx) =>
+    text === undefined || text === "" ? undefined : parseInteger(text, { min, max, ctx })
+  );
+}
+
+function parseInteger(
+  text: string,
+  options: { min: number; max: number; ctx: z.RefinementCtx },
+): number {
+  const { min, max, ctx } = options;
+  const value = Number(text);
+  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected an integer from ${min} to ${max}, got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return value;
 }
 
 function text(fallback: string) {
@@ -215,6 +239,7 @@ const ENV_SCHEMA = z.object({
   FAAS_REQUIRE_ISOLATION: isolation,
   FAAS_DEBUG: boolean,
   FAAS_RUNNER_MODE: runnerMode,
+  FAAS_MAX_CONNECTIONS: optionalInteger(1, 1_000_000),
   FAAS_IDLE_TIMEOUT: integer(100, 3_600_000, 30_000),
 });
 
@@ -262,6 +287,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     requireIsolation: e.FAAS_REQUIRE_ISOLATION,
     debug: e.FAAS_DEBUG,
     runnerMode: e.FAAS_RUNNER_MODE,
+    maxConnections: e.FAAS_MAX_CONNECTIONS,
     idleTimeoutMs: e.FAAS_IDLE_TIMEOUT,
   };
 }

@@ -11,6 +11,12 @@ import type { Config } from "./config.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { DEFAULT_REGISTRATIONS, type RuntimeRegistration, RuntimeSet } from "./runtimes.ts";
+import {
+  type ConnectionServer,
+  defaultMaxConnections,
+  raiseOpenFileLimit,
+  serveConnections,
+} from "./http/server.ts";
 import { Scheduler } from "./scheduler.ts";
 
 /** Version reported by /health and /openapi.json. */
@@ -46,6 +52,8 @@ export interface Service {
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<Service> {
   const logger = options.logger ?? createJsonLogger();
   const metrics = new ServiceMetrics();
+  // Before any sandbox starts: they need descriptors too.
+  const fileLimits = await raiseOpenFileLimit();
   const runtimes = new RuntimeSet(config.languages, {
     registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
     config,
@@ -68,11 +76,6 @@ export async function startService(config: Config, options: ServiceOptions = {})
         detail: event.message,
       }),
   });
-  metrics.setSources({
-    queueLength: () => scheduler.stats().queuedTasks,
-    instances: () =>
-      runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
-  });
   let draining = false;
   const app = createApp({
     config,
@@ -82,24 +85,44 @@ export async function startService(config: Config, options: ServiceOptions = {})
     version: VERSION,
     isDraining: () => draining,
   });
-  const { promise: listening, resolve: onListen } = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const maxConnections = config.maxConnections ??
+    defaultMaxConnections(fileLimits?.soft, {
+      sandboxes: config.maxInstances + config.poolSize * runtimes.runtimes.length,
+    });
+  let server: ConnectionServer;
   try {
-    server = Deno.serve({
-      port: config.port,
+    server = serveConnections(app.fetch, {
       hostname: config.host,
-      onListen: (address) => onListen(address),
-    }, app.fetch);
+      port: config.port,
+      maxConnections,
+      idleTimeoutMs: config.idleTimeoutMs,
+      onEvent: (event) => {
+        if (event.kind === "closed") return metrics.recordConnectionClosed(event.reason);
+        if (event.kind === "unlimited") {
+          return logger.error({ msg: "connections_unlimited", detail: event.message });
+        }
+        metrics.recordAcceptError();
+        logger.error({ msg: "accept_error", detail: event.message, retry_in_ms: event.retryInMs });
+      },
+    });
   } catch (error) {
     await runtimes.shutdown();
     throw error;
   }
-  const address = await listening;
+  metrics.setSources({
+    queueLength: () => scheduler.stats().queuedTasks,
+    instances: () =>
+      runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
+    connections: () => server.stats(),
+  });
+  const address = server.addr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   logger.info({
     msg: "listening",
     url: `http://${host}:${address.port}`,
     languages: config.languages,
+    max_connections: maxConnections,
+    open_files: fileLimits?.soft,
   });
 
   let stopped: Promise<void> | undefined;
@@ -114,7 +137,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     // Runs cut short by the shutdown are answered by their runtimes (or the scheduler's
     // deadline); give their answers a moment to leave before closing connections.
     await settlesWithin(scheduler.idle(), SHUTDOWN_GRACE_MS);
-    await settlesWithin(server.shutdown(), SHUTDOWN_GRACE_MS);
+    await server.shutdown({ graceMs: SHUTDOWN_GRACE_MS });
     logger.info({ msg: "stopped", drained, abandoned });
   }
   return {

@@ -23,6 +23,7 @@ Deno.test("defaults match the contract", () => {
     requireIsolation: [],
     debug: false,
     runnerMode: "deno",
+    maxConnections: undefined,
     idleTimeoutMs: 30_000,
   });
 });
@@ -73,6 +74,7 @@ Deno.test("every bad value is one line naming the variable and what is allowed",
     [{ FAAS_DEBUG: "maybe" }, "FAAS_DEBUG", "true, false"],
     [{ FAAS_MAX_VALIDATIONS: "0" }, "FAAS_MAX_VALIDATIONS", "integer from 1"],
     [{ FAAS_IDLE_TIMEOUT: "10" }, "FAAS_IDLE_TIMEOUT", "integer from 100"],
+    [{ FAAS_MAX_CONNECTIONS: "0" }, "FAAS_MAX_CONNECTIONS", "integer from 1"],
     [{ FAAS_PYTHON_PRELOAD: "json,os.path,3d" }, "FAAS_PYTHON_PRELOAD", "module names"],
     [{ FAAS_PYTHON_PRELOAD: "os;rm" }, "FAAS_PYTHON_PRELOAD", '"os;rm"'],
   ];
