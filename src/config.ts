@@ -171,38 +171,32 @@ const languages = z.string().optional().transform((value, ctx) => {
   return result;
 });
 
-const ISOLATION_NAME = /^[a-z][a-z0-9_-]*$/;
+/**
+ * A comma-separated list of names that each match `pattern`, without duplicates; `what` names
+ * them in the message, e.g. "isolation layer names (e.g. uid,netns)".
+ */
+function names(pattern: RegExp, what: string) {
+  return z.string().optional().transform((value, ctx) => {
+    const items = list(value);
+    const bad = items.find((item) => !pattern.test(item));
+    if (bad !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a comma-separated list of ${what}, got "${bad}"`,
+      });
+      return z.NEVER;
+    }
+    return [...new Set(items)];
+  });
+}
 
-const isolation = z.string().optional().transform((value, ctx) => {
-  const names = list(value);
-  const bad = names.find((name) => !ISOLATION_NAME.test(name));
-  if (bad !== undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message:
-        `expected a comma-separated list of isolation layer names (e.g. uid,netns), got "${bad}"`,
-    });
-    return z.NEVER;
-  }
-  return names;
-});
+const isolation = names(/^[a-z][a-z0-9_-]*$/, "isolation layer names (e.g. uid,netns)");
 
-/** A dotted Python module name, e.g. `numpy` or `os.path`. */
-const MODULE_NAME = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
-
-const modules = z.string().optional().transform((value, ctx) => {
-  const names = list(value);
-  const bad = names.find((name) => !MODULE_NAME.test(name));
-  if (bad !== undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message:
-        `expected a comma-separated list of Python module names (e.g. json,numpy), got "${bad}"`,
-    });
-    return z.NEVER;
-  }
-  return [...new Set(names)];
-});
+/** Dotted Python module names, e.g. `numpy` or `os.path`. */
+const modules = names(
+  /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/,
+  "Python module names (e.g. json,numpy)",
+);
 
 const RUNNER_MODES = ["auto", "self", "deno"] as const;
 
