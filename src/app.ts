@@ -9,6 +9,7 @@
 
 import { OpenAPIHono, type RouteHandler } from "@hono/zod-openapi";
 import { SwaggerUI } from "@hono/swagger-ui";
+import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
 import { bodyLimitBytes, type Config } from "./config.ts";
@@ -88,21 +89,7 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
     },
   });
   app.use(requestId({ limitLength: REQUEST_ID_MAX_LENGTH }), accessLog(logger));
-  app.use(methodNotAllowed({
-    app,
-    onMethodNotAllowed: (c, allowed) =>
-      c.json(
-        {
-          error: `method ${c.req.method} is not allowed on ${c.req.path}; use ${
-            allowed.join(", ")
-          }`,
-        },
-        405,
-        {
-          Allow: allowed.join(", "),
-        },
-      ),
-  }));
+  app.use(methodNotAllowed({ app, onMethodNotAllowed: wrongMethod }));
   if (config.apiKey !== undefined) app.use(apiKey(config.apiKey, { openPaths: OPEN_PATHS }));
 
   app.openapi(routes.runCode, runCode(options));
@@ -204,6 +191,13 @@ function health(options: AppOptions): RouteHandler<Routes["health"], AppEnv> {
       draining,
     }, healthy ? 200 : 503);
   };
+}
+
+/** The 405 answer, naming the methods the path allows (from the routes declared). */
+function wrongMethod(c: Context, allowed: string[]): Response {
+  const allow = allowed.join(", ");
+  const error = `method ${c.req.method} is not allowed on ${c.req.path}; use ${allow}`;
+  return c.json({ error }, 405, { Allow: allow });
 }
 
 /** A run or check the scheduler refused, as a 503 with `Retry-After`. */
