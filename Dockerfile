@@ -123,16 +123,22 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_MAX_TIMEOUT=60000      largest timeout a request may ask for, ms
 #   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
 #   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
-#   FAAS_MAX_CODE_BYTES=1048576 largest accepted `code`, UTF-8 bytes
+#   FAAS_MAX_CODE_BYTES=16777216  largest accepted `code`, UTF-8 bytes (a dataset turn can be large)
+#   FAAS_MAX_VALIDATIONS=       most syntax checks at once; default: the number of CPU cores
 #   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
 #   FAAS_DRAIN_TIMEOUT=30000    on SIGTERM: how long in-flight and queued runs may finish, ms
 #   FAAS_API_KEY=               when set, every route but /health needs this key (401 otherwise)
 #   FAAS_LANGUAGES=javascript,typescript,python   enabled languages, comma-separated
 #   FAAS_PYTHON=python3         Python executable for the Python sandbox
+#   FAAS_PYTHON_PRELOAD=        Python modules imported ahead of runs, comma-separated (e.g. json,re)
 #   FAAS_REQUIRE_ISOLATION=     isolation layers that must be active or the service refuses to
 #                               start, comma-separated (e.g. uid,netns); /health lists the active ones
 #   FAAS_DEBUG=false            verbose logs, including code and output
 #   FAAS_RUNNER_MODE=auto       how JS runners start: self (re-run this entry), deno (deno run), auto
+#   FAAS_MAX_CONNECTIONS=       most HTTP connections open at once; default sized from the
+#                               open-file limit, leaving descriptors for the sandboxes
+#   FAAS_IDLE_TIMEOUT=30000     ms a connection may go without a request under way (a new one must
+#                               send its request head by then); also the most a body may stall
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

@@ -30,16 +30,18 @@ export interface MainOptions {
  * ends the process with exit code 1 and one line on stderr saying why.
  */
 export async function main(options: MainOptions = {}): Promise<void> {
-  const [{ loadConfig }, { DEFAULT_REGISTRATIONS }, { startService }] = await Promise.all([
-    import("./src/config.ts"),
-    import("./src/runtimes.ts"),
-    import("./src/service.ts"),
-  ]);
+  const [{ loadConfig }, { DEFAULT_REGISTRATIONS }, { startService }, { errorMessage }] =
+    await Promise.all([
+      import("./src/config.ts"),
+      import("./src/runtimes.ts"),
+      import("./src/service.ts"),
+      import("./src/errors.ts"),
+    ]);
   let config;
   try {
     config = loadConfig();
   } catch (error) {
-    fail(error);
+    fail(errorMessage(error));
   }
   // Listen before starting: a signal during startup must still stop the sandboxes the
   // runtimes have already started, instead of killing this process under them.
@@ -63,7 +65,7 @@ export async function main(options: MainOptions = {}): Promise<void> {
   } catch (error) {
     // Stopped while starting: the runtimes are already shut down.
     if (stopRequested.signal.aborted) Deno.exit(0);
-    fail(error, "cannot start: ");
+    fail(`cannot start: ${errorMessage(error)}`);
   }
   if (stopRequested.signal.aborted) {
     await service.shutdown();
@@ -93,9 +95,9 @@ export async function runnerMain(args: readonly string[]): Promise<void> {
   await runner.main(args.slice(1), { narrow: true });
 }
 
-function fail(error: unknown, prefix = ""): never {
-  const message = error instanceof Error ? error.message : String(error);
-  console.error(`faas-sandbox: ${prefix}${message.replace(/\s*\n\s*/g, " ")}`);
+/** Ends the process with exit code 1 and `message` as one line on stderr. */
+function fail(message: string): never {
+  console.error(`faas-sandbox: ${message.replace(/\s*\n\s*/g, " ")}`);
   Deno.exit(1);
 }
 

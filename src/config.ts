@@ -29,6 +29,8 @@ export interface Config {
   maxOutputBytes: number;
   /** Largest `code` accepted, in UTF-8 bytes (`FAAS_MAX_CODE_BYTES`). */
   maxCodeBytes: number;
+  /** Most syntax checks at once (`FAAS_MAX_VALIDATIONS`); default: the number of CPU cores. */
+  maxValidations: number;
   /** Most runs waiting for a free slot before new ones get 503 (`FAAS_QUEUE_LIMIT`). */
   queueLimit: number;
   /** How long a shutdown waits for in-flight and queued runs, in ms (`FAAS_DRAIN_TIMEOUT`). */
@@ -39,6 +41,8 @@ export interface Config {
   languages: Language[];
   /** Python executable (`FAAS_PYTHON`). */
   pythonPath: string;
+  /** Python modules imported ahead of runs (`FAAS_PYTHON_PRELOAD`). */
+  pythonPreload: string[];
   /** Isolation layers that must be active at start (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: string[];
   /** Verbose logs, including code and output (`FAAS_DEBUG`). */
@@ -49,6 +53,17 @@ export interface Config {
    * default) is `self` in a compiled binary, `deno` otherwise.
    */
   runnerMode: "self" | "deno";
+  /**
+   * Most HTTP connections open at once (`FAAS_MAX_CONNECTIONS`); `undefined` sizes it from the
+   * process's open-file limit at start.
+   */
+  maxConnections: number | undefined;
+  /**
+   * How long a connection may go without a request under way, in ms: from its opening (so a
+   * request head must be complete by then), and between requests on a kept-alive connection
+   * (`FAAS_IDLE_TIMEOUT`). Also how long a request body may stall between two chunks.
+   */
+  idleTimeoutMs: number;
 }
 
 /** A configuration value that is not allowed; the message is one line naming the variable. */
@@ -66,19 +81,37 @@ export class ConfigError extends Error {
 
 const MIB = 1024 * 1024;
 
+/** CPU cores of this host: the default number of syntax checks at once. */
+const CORES = Math.max(1, navigator.hardwareConcurrency || 1);
+
+/** An integer from `min` to `max`, `fallback` when unset or empty. */
 function integer(min: number, max: number, fallback: number) {
-  return z.string().trim().optional().transform((text, ctx) => {
-    if (text === undefined || text === "") return fallback;
-    const value = Number(text);
-    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-      ctx.addIssue({
-        code: "custom",
-        message: `expected an integer from ${min} to ${max}, got "${text}"`,
-      });
-      return z.NEVER;
-    }
-    return value;
-  });
+  return z.string().trim().optional().transform((text, ctx) =>
+    text === undefined || text === "" ? fallback : parseInteger(text, { min, max, ctx })
+  );
+}
+
+/** An integer from `min` to `max`, `undefined` when unset or empty. */
+function optionalInteger(min: number, max: number) {
+  return z.string().trim().optional().transform((text, ctx) =>
+    text === undefined || text === "" ? undefined : parseInteger(text, { min, max, ctx })
+  );
+}
+
+function parseInteger(
+  text: string,
+  options: { min: number; max: number; ctx: z.RefinementCtx },
+): number {
+  const { min, max, ctx } = options;
+  const value = Number(text);
+  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected an integer from ${min} to ${max}, got "${text}"`,
+    });
+    return z.NEVER;
+  }
+  return value;
 }
 
 function text(fallback: string) {
@@ -138,21 +171,32 @@ const languages = z.string().optional().transform((value, ctx) => {
   return result;
 });
 
-const ISOLATION_NAME = /^[a-z][a-z0-9_-]*$/;
+/**
+ * A comma-separated list of names that each match `pattern`, without duplicates; `what` names
+ * them in the message, e.g. "isolation layer names (e.g. uid,netns)".
+ */
+function names(pattern: RegExp, what: string) {
+  return z.string().optional().transform((value, ctx) => {
+    const items = list(value);
+    const bad = items.find((item) => !pattern.test(item));
+    if (bad !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a comma-separated list of ${what}, got "${bad}"`,
+      });
+      return z.NEVER;
+    }
+    return [...new Set(items)];
+  });
+}
 
-const isolation = z.string().optional().transform((value, ctx) => {
-  const names = list(value);
-  const bad = names.find((name) => !ISOLATION_NAME.test(name));
-  if (bad !== undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message:
-        `expected a comma-separated list of isolation layer names (e.g. uid,netns), got "${bad}"`,
-    });
-    return z.NEVER;
-  }
-  return names;
-});
+const isolation = names(/^[a-z][a-z0-9_-]*$/, "isolation layer names (e.g. uid,netns)");
+
+/** Dotted Python module names, e.g. `numpy` or `os.path`. */
+const modules = names(
+  /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/,
+  "Python module names (e.g. json,numpy)",
+);
 
 const RUNNER_MODES = ["auto", "self", "deno"] as const;
 
@@ -178,15 +222,19 @@ const ENV_SCHEMA = z.object({
   FAAS_MAX_TIMEOUT: integer(1, 3_600_000, 60_000),
   FAAS_MEMORY_LIMIT_MB: integer(16, 65_536, 256),
   FAAS_MAX_OUTPUT_BYTES: integer(1_024, 256 * MIB, MIB),
-  FAAS_MAX_CODE_BYTES: integer(1, 64 * MIB, MIB),
+  FAAS_MAX_CODE_BYTES: integer(1, 64 * MIB, 16 * MIB),
+  FAAS_MAX_VALIDATIONS: integer(1, 1_000, CORES),
   FAAS_QUEUE_LIMIT: integer(0, 1_000_000, 1_000),
   FAAS_DRAIN_TIMEOUT: integer(0, 3_600_000, 30_000),
   FAAS_API_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
   FAAS_LANGUAGES: languages,
   FAAS_PYTHON: text("python3"),
+  FAAS_PYTHON_PRELOAD: modules,
   FAAS_REQUIRE_ISOLATION: isolation,
   FAAS_DEBUG: boolean,
   FAAS_RUNNER_MODE: runnerMode,
+  FAAS_MAX_CONNECTIONS: optionalInteger(1, 1_000_000),
+  FAAS_IDLE_TIMEOUT: integer(100, 3_600_000, 30_000),
 });
 
 /** Names of every environment variable the service reads. */
@@ -223,14 +271,18 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     memoryLimitMb: e.FAAS_MEMORY_LIMIT_MB,
     maxOutputBytes: e.FAAS_MAX_OUTPUT_BYTES,
     maxCodeBytes: e.FAAS_MAX_CODE_BYTES,
+    maxValidations: e.FAAS_MAX_VALIDATIONS,
     queueLimit: e.FAAS_QUEUE_LIMIT,
     drainTimeoutMs: e.FAAS_DRAIN_TIMEOUT,
     apiKey: e.FAAS_API_KEY,
     languages: e.FAAS_LANGUAGES,
     pythonPath: e.FAAS_PYTHON,
+    pythonPreload: e.FAAS_PYTHON_PRELOAD,
     requireIsolation: e.FAAS_REQUIRE_ISOLATION,
     debug: e.FAAS_DEBUG,
     runnerMode: e.FAAS_RUNNER_MODE,
+    maxConnections: e.FAAS_MAX_CONNECTIONS,
+    idleTimeoutMs: e.FAAS_IDLE_TIMEOUT,
   };
 }
 
@@ -239,12 +291,16 @@ export function loadConfig(): Config {
   return parseConfig(Deno.env.toObject());
 }
 
-/** Largest request body accepted: the code cap, room for JSON escapes, plus 1 MiB for input. */
+/**
+ * Largest request body accepted: the code cap twice (a quote, a backslash or a line break in
+ * the code takes two bytes in JSON, so even code full of them fits), plus 1 MiB for `input` and
+ * the other fields: 33 MiB with the default 16 MiB code cap.
+ */
 export function bodyLimitBytes(config: Pick<Config, "maxCodeBytes">): number {
   return config.maxCodeBytes * 2 + MIB;
 }
 
-/** The settings a runtime factory receives, taken from the configuration. */
+/** The language-neutral settings every runtime factory receives, taken from the configuration. */
 export function runtimeSettings(
   config: Config,
   options: Pick<RuntimeSettings, "onSandboxBoot"> = {},
@@ -254,10 +310,8 @@ export function runtimeSettings(
     maxInstances: config.maxInstances,
     memoryLimitMb: config.memoryLimitMb,
     maxOutputBytes: config.maxOutputBytes,
-    pythonPath: config.pythonPath,
     requireIsolation: config.requireIsolation,
     debug: config.debug,
-    runnerLaunch: config.runnerMode,
     onSandboxBoot: options.onSandboxBoot,
   };
 }

@@ -12,6 +12,7 @@ import type { Language, PoolStats, RunStatus } from "./runtime.ts";
 export type RejectionReason =
   | "invalid_request"
   | "body_too_large"
+  | "body_timeout"
   | "unauthorized"
   | "queue_full"
   | "draining"
@@ -23,7 +24,12 @@ export interface MetricSources {
   queueLength: () => number;
   /** Instance counts per language. */
   instances: () => Iterable<[Language, PoolStats]>;
+  /** HTTP connections open now, with a request under way (active) or not (idle). */
+  connections?: () => { active: number; idle: number };
 }
+
+/** Why the HTTP server closed a connection itself. */
+export type ConnectionCloseReason = "idle_timeout" | "evicted" | "over_limit";
 
 const SECONDS_BUCKETS = [
   0.001,
@@ -53,6 +59,8 @@ export class ServiceMetrics {
   #queueTime: Histogram<"language">;
   #sandboxStart: Histogram<"language" | "outcome">;
   #rejected: Counter<"reason">;
+  #connectionsClosed: Counter<"reason">;
+  #acceptErrors: Counter;
 
   /** Creates the metrics, including the process metrics. */
   constructor() {
@@ -91,7 +99,30 @@ export class ServiceMetrics {
       labelNames: ["reason"],
       registers,
     });
+    this.#connectionsClosed = new Counter({
+      name: "faas_http_connections_closed_total",
+      help: "Connections the server closed itself: idle_timeout, evicted (the idle one longest, " +
+        "to make room), over_limit (at the cap with none idle).",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.#acceptErrors = new Counter({
+      name: "faas_http_accept_errors_total",
+      help: "Failed accepts of a connection (e.g. out of file descriptors); never fatal.",
+      registers,
+    });
     const sources = () => this.#sources;
+    new Gauge({
+      name: "faas_http_connections",
+      help: "HTTP connections open, by state (active: a request under way; idle).",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const connections = sources().connections?.() ?? { active: 0, idle: 0 };
+        this.set({ state: "active" }, connections.active);
+        this.set({ state: "idle" }, connections.idle);
+      },
+    });
     new Gauge({
       name: "faas_queue_length",
       help: "Runs waiting for a slot.",
@@ -135,6 +166,16 @@ export class ServiceMetrics {
   /** Records a refused request. */
   recordRejection(reason: RejectionReason): void {
     this.#rejected.inc({ reason });
+  }
+
+  /** Records a connection the server closed itself. */
+  recordConnectionClosed(reason: ConnectionCloseReason): void {
+    this.#connectionsClosed.inc({ reason });
+  }
+
+  /** Records a failed accept. */
+  recordAcceptError(): void {
+    this.#acceptErrors.inc();
   }
 
   /** Records a sandbox boot attempt (wired to `RuntimeSettings.onSandboxBoot`). */

@@ -41,15 +41,21 @@ export function resolveRetVal(sources: ReturnSources): ResolvedReturn {
 /**
  * A line ending is LF or CRLF: stdout is split at each LF, and a line's trailing CR belongs to
  * its line ending, never to the line's text (so never to the return value).
+ *
+ * A marker is a marker wherever the line it ends starts: text printed without a line ending may
+ * precede it (`print("progress: 100%", end="")` then the block). Before the start marker, that
+ * text stays in stdout; before the end marker, it is the value's last line.
  */
 function extractFromStdout(stdout: string): ResolvedReturn {
   const lines = stdout.split("\n");
-  const end = lastIndexOfLine(lines, RET_VAL_END, lines.length - 1);
-  const start = end > 0 ? lastIndexOfLine(lines, RET_VAL_START, end - 1) : -1;
+  const end = lastIndexOfMarker(lines, RET_VAL_END, lines.length - 1);
+  const start = end > 0 ? lastIndexOfMarker(lines, RET_VAL_START, end - 1) : -1;
   if (start >= 0) {
+    const between = lines.slice(start + 1, end);
+    const last = beforeMarker(lines[end], RET_VAL_END);
     // The value's own line endings stay as printed; the one before the end marker goes.
-    const retVal = withoutCr(lines.slice(start + 1, end).join("\n"));
-    return { retVal, stdout: removeLines(lines, start, end) };
+    const retVal = last === "" ? withoutCr(between.join("\n")) : [...between, last].join("\n");
+    return { retVal, stdout: removeBlock(lines, start, end) };
   }
   for (let i = lines.length - 1; i >= 0; i--) {
     if (isJsonObject(lines[i])) {
@@ -59,11 +65,29 @@ function extractFromStdout(stdout: string): ResolvedReturn {
   return { retVal: "", stdout };
 }
 
-function lastIndexOfLine(lines: string[], marker: string, from: number): number {
+/** Index of the last line at or before `from` that ends with `marker` (blanks after it aside). */
+function lastIndexOfMarker(lines: string[], marker: string, from: number): number {
   for (let i = from; i >= 0; i--) {
-    if (lines[i].trimEnd() === marker) return i;
+    if (lines[i].trimEnd().endsWith(marker)) return i;
   }
   return -1;
+}
+
+/** What a marker line holds before its marker. */
+function beforeMarker(line: string, marker: string): string {
+  return line.trimEnd().slice(0, -marker.length);
+}
+
+/**
+ * Removes the marker block: from the start marker (text before it on its line stays) to the end
+ * of the end marker's line. When the block ends stdout and nothing precedes the start marker on
+ * its line, the line before it loses its whole line ending, as {@link removeLines} does.
+ */
+function removeBlock(lines: string[], start: number, end: number): string {
+  const prefix = beforeMarker(lines[start], RET_VAL_START);
+  if (prefix === "") return removeLines(lines, start, end);
+  const kept = [...lines.slice(0, start), prefix + lines.slice(end + 1).join("\n")];
+  return kept.join("\n");
 }
 
 /**

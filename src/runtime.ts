@@ -8,20 +8,16 @@
  * @module
  */
 
+import type { RunOutcome } from "./outcome.ts";
+
 /** Canonical language names of the wire contract. */
 export const LANGUAGES = ["javascript", "typescript", "python"] as const;
 
 /** A canonical language name. */
 export type Language = typeof LANGUAGES[number];
 
-/** How a run ended, as reported in `metadata.status`. */
-export type RunStatus =
-  | "success"
-  | "error"
-  | "timeout"
-  | "memory_limit"
-  | "output_limit"
-  | "crashed";
+/** How a run ended (see outcome.ts, which owns each ending). */
+export type { RunOutcome, RunStatus } from "./outcome.ts";
 
 /** One run, as handed to a runtime by the scheduler. */
 export interface RunJob {
@@ -47,31 +43,6 @@ export interface RunJob {
    * runtime then gives the sandbox back and does not run the code.
    */
   onStart?: () => boolean;
-}
-
-/** The result of a run that was started, whatever the code did. */
-export interface RunOutcome {
-  /** Captured stdout, capped, with return-value markers removed. */
-  stdout: string;
-  /** Captured stderr, capped. */
-  stderr: string;
-  /** Resolved return value (see {@link resolveRetVal} in ret_val.ts). */
-  retVal: string;
-  /** How the run ended. */
-  status: RunStatus;
-  /** Process-style exit code: 0 on success, 1 on an uncaught error, `n` for `exit(n)`. */
-  exitCode: number;
-  /** Execution time in whole milliseconds (excludes queueing). */
-  durationMs: number;
-  /** True when stdout or stderr hit the output cap. */
-  truncated: boolean;
-  /** Id of the sandbox that ran the code. */
-  instanceId: string;
-  /**
-   * One-line human message for `timeout`, `memory_limit`, `output_limit` and
-   * `crashed`; `undefined` otherwise (uncaught user exceptions are not errors of the service).
-   */
-  error?: string;
 }
 
 /** Position of a syntax error, 1-based and relative to the submitted code. */
@@ -140,7 +111,11 @@ export class SandboxStartError extends Error {
   }
 }
 
-/** Settings every runtime factory receives (from the FAAS_* configuration). */
+/**
+ * Settings every runtime factory receives (from the FAAS_* configuration): only what means the
+ * same for every language. What one runtime alone needs (its executable, how it starts its
+ * processes, what it preloads) is that factory's own options, passed by its registration.
+ */
 export interface RuntimeSettings {
   /** Fresh sandboxes booted ahead of demand (`FAAS_POOL_SIZE`). */
   poolSize: number;
@@ -150,21 +125,10 @@ export interface RuntimeSettings {
   memoryLimitMb: number;
   /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
   maxOutputBytes: number;
-  /** Python executable for the Python runtime (`FAAS_PYTHON`). */
-  pythonPath: string;
   /** Isolation layers that must be active or `start()` rejects (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */
   debug: boolean;
-  /**
-   * How runtimes that run their sandboxes in processes of this executable start them
-   * (`FAAS_RUNNER_MODE`): `"self"` re-executes the service in a runner mode, `"deno"` uses
-   * `deno run`; `undefined` lets the runtime choose (self in a compiled binary).
-   */
-  runnerLaunch?: "self" | "deno";
   /** Told after every sandbox boot attempt, for metrics. */
   onSandboxBoot?: (language: Language, durationMs: number, ok: boolean) => void;
 }
-
-/** Builds a runtime from the settings; does not start it. */
-export type RuntimeFactory = (settings: RuntimeSettings) => Runtime;

@@ -1,11 +1,13 @@
 /**
  * The runtime registry: which factory builds the runtime of each language, and the set of
- * runtimes built for the enabled languages.
+ * runtimes built for the enabled languages. Each registration takes what its runtime alone
+ * needs from the configuration and hands it to the factory as that factory's own options.
  *
  * @module
  */
 
-import type { Language, PoolStats, Runtime, RuntimeFactory, RuntimeSettings } from "./runtime.ts";
+import { type Config, runtimeSettings } from "./config.ts";
+import type { Language, PoolStats, Runtime, RuntimeSettings } from "./runtime.ts";
 import { createJavaScriptRuntime } from "./sandbox/javascript/mod.ts";
 import { createPythonRuntime } from "./sandbox/python/mod.ts";
 
@@ -13,8 +15,11 @@ import { createPythonRuntime } from "./sandbox/python/mod.ts";
 export interface RuntimeRegistration {
   /** Languages served by the runtime the factory builds. */
   languages: readonly Language[];
-  /** Builds the runtime (does not start it). */
-  create: RuntimeFactory;
+  /**
+   * Builds the runtime (does not start it) from the settings every runtime shares and the
+   * configuration, from which it takes its own options.
+   */
+  create: (settings: RuntimeSettings, config: Config) => Runtime;
 }
 
 /**
@@ -24,15 +29,16 @@ export interface RuntimeRegistration {
 export const DEFAULT_REGISTRATIONS: readonly RuntimeRegistration[] = [
   {
     languages: ["javascript", "typescript"],
-    create: (settings) =>
+    create: (settings, config) =>
       createJavaScriptRuntime(settings, {
-        python: settings.pythonPath,
-        launch: settings.runnerLaunch,
+        python: config.pythonPath,
+        launch: config.runnerMode,
       }),
   },
   {
     languages: ["python"],
-    create: (settings) => createPythonRuntime(settings, { python: settings.pythonPath }),
+    create: (settings, config) =>
+      createPythonRuntime(settings, { python: config.pythonPath, preload: config.pythonPreload }),
   },
 ];
 
@@ -66,8 +72,13 @@ export class RuntimeSet {
    */
   constructor(
     languages: readonly Language[],
-    options: { registrations: readonly RuntimeRegistration[]; settings: RuntimeSettings },
+    options: {
+      registrations: readonly RuntimeRegistration[];
+      config: Config;
+      onSandboxBoot?: RuntimeSettings["onSandboxBoot"];
+    },
   ) {
+    const settings = runtimeSettings(options.config, { onSandboxBoot: options.onSandboxBoot });
     this.#languages = [...languages];
     const missing = languages.filter((language) =>
       !options.registrations.some((registration) => registration.languages.includes(language))
@@ -78,7 +89,7 @@ export class RuntimeSet {
         languages.includes(language) && !this.#byLanguage.has(language)
       );
       if (wanted.length === 0) continue;
-      const runtime = registration.create(options.settings);
+      const runtime = registration.create(settings, options.config);
       this.#runtimes.push(runtime);
       for (const language of wanted) this.#byLanguage.set(language, runtime);
     }

@@ -6,14 +6,19 @@
  */
 
 import { z } from "@hono/zod-openapi";
-import { type Language, LANGUAGES } from "./runtime.ts";
 import { canonicalLanguage, LANGUAGE_ALIASES } from "./languages.ts";
+import { RUN_STATUSES } from "./outcome.ts";
+import { type Language, LANGUAGES } from "./runtime.ts";
+import { PRIORITIES } from "./scheduler.ts";
 
-/** Scheduling priorities, most urgent first. */
-export const PRIORITIES = ["urgent", "high", "normal", "low"] as const;
-
-/** A scheduling priority. */
-export type Priority = typeof PRIORITIES[number];
+/** Most keys in `ext`. */
+export const EXT_MAX_KEYS = 32;
+/** Largest `ext` key, UTF-8 bytes. */
+export const EXT_KEY_MAX_BYTES = 128;
+/** Largest `ext.space_id` (the tenant key), UTF-8 bytes. */
+export const TENANT_MAX_BYTES = 256;
+/** Largest other `ext` value, UTF-8 bytes. */
+export const EXT_VALUE_MAX_BYTES = 1024;
 
 /** Request limits taken from the configuration. */
 export interface RequestLimits {
@@ -65,19 +70,72 @@ function languageSchema(limits: RequestLimits) {
   });
 }
 
+/** Scratch space for {@link utf8Bytes}: counting never allocates a copy of the text. */
+const scratch = new Uint8Array(64 * 1024);
+
+/** The UTF-8 length of `text` (lone surrogates count as U+FFFD, as TextEncoder writes them). */
+function utf8Bytes(text: string): number {
+  let bytes = 0;
+  // A chunk of n UTF-16 units encodes to at most 3n bytes.
+  const chunk = scratch.length / 3;
+  for (let start = 0; start < text.length;) {
+    let end = Math.min(text.length, start + chunk);
+    // Never split a surrogate pair between two chunks.
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;
+    bytes += encoder.encodeInto(text.slice(start, end), scratch).written;
+    start = end;
+  }
+  return bytes;
+}
+
+/** True when `text` is longer than `max` bytes of UTF-8. */
+function longerThan(text: string, max: number): boolean {
+  // Each UTF-16 unit takes 1 to 3 bytes: skip counting when the length decides.
+  if (text.length * 3 <= max) return false;
+  return text.length > max || utf8Bytes(text) > max;
+}
+
+function extSchema() {
+  return z.record(z.string(), z.string(typed("a string")), typed("an object of strings"))
+    .superRefine((ext, ctx) => {
+      const keys = Object.keys(ext);
+      if (keys.length > EXT_MAX_KEYS) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected at most ${EXT_MAX_KEYS} keys, got ${keys.length}`,
+        });
+        return;
+      }
+      for (const key of keys) {
+        if (longerThan(key, EXT_KEY_MAX_BYTES)) {
+          ctx.addIssue({
+            code: "custom",
+            message: `expected keys of at most ${EXT_KEY_MAX_BYTES} bytes`,
+          });
+          return;
+        }
+        const max = key === "space_id" ? TENANT_MAX_BYTES : EXT_VALUE_MAX_BYTES;
+        if (longerThan(ext[key], max)) {
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: `expected at most ${max} bytes of UTF-8, got ${utf8Bytes(ext[key])}`,
+          });
+        }
+      }
+    });
+}
+
 function codeSchema(limits: RequestLimits) {
   return z.string(typed("a string"))
     .min(1, "must not be empty")
     .superRefine((code, ctx) => {
-      // A UTF-16 unit encodes to at most 3 bytes: skip encoding when the answer is obvious.
-      if (code.length * 3 <= limits.maxCodeBytes) return;
-      const bytes = encoder.encode(code).byteLength;
-      if (bytes > limits.maxCodeBytes) {
-        ctx.addIssue({
-          code: "custom",
-          message: `expected at most ${limits.maxCodeBytes} bytes of UTF-8, got ${bytes}`,
-        });
-      }
+      if (!longerThan(code, limits.maxCodeBytes)) return;
+      ctx.addIssue({
+        code: "custom",
+        message: `expected at most ${limits.maxCodeBytes} bytes of UTF-8, got ${utf8Bytes(code)}`,
+      });
     })
     .openapi({
       description: "Source code. JavaScript/TypeScript run as an async function body.",
@@ -109,12 +167,12 @@ export function runRequestSchema(limits: RequestLimits) {
     input: z.unknown().optional().openapi({
       description: "Any JSON value, visible to the code as `input`.",
     }),
-    ext: z.record(z.string(), z.string(typed("a string")), typed("an object of strings"))
-      .nullish()
-      .openapi({
-        description: "String map; `space_id` is the tenant key.",
-        example: { space_id: "123" },
-      }),
+    ext: extSchema().nullish().openapi({
+      description: `String map; \`space_id\` is the tenant key (at most ${TENANT_MAX_BYTES} ` +
+        `bytes). At most ${EXT_MAX_KEYS} keys of ${EXT_KEY_MAX_BYTES} bytes; other values at ` +
+        `most ${EXT_VALUE_MAX_BYTES} bytes.`,
+      example: { space_id: "123" },
+    }),
   }, typed("a JSON object")).openapi("RunRequest");
 }
 
@@ -150,7 +208,7 @@ export const RunResponseSchema = z.object({
     task_id: z.string(),
     instance_id: z.string(),
     language: z.enum(LANGUAGES),
-    status: z.enum(["success", "error", "timeout", "memory_limit", "output_limit", "crashed"]),
+    status: z.enum(RUN_STATUSES),
     exit_code: z.number().int(),
     duration: z.number().int().openapi({ description: "Execution time in whole ms." }),
     queue_time: z.number().int().openapi({ description: "Wait before execution, whole ms." }),
@@ -191,6 +249,8 @@ export const HealthResponseSchema = z.object({
     rejectedTasks: z.number().int(),
     cancelledTasks: z.number().int(),
     averageExecutionTime: z.number().int(),
+    runningValidations: z.number().int(),
+    queuedValidations: z.number().int(),
   }),
   languages: z.record(
     z.string(),

@@ -6,10 +6,17 @@
  */
 
 import { createApp } from "./app.ts";
-import { type Config, runtimeSettings } from "./config.ts";
+import { settlesWithin } from "./async.ts";
+import type { Config } from "./config.ts";
 import { createJsonLogger, type Logger } from "./log.ts";
 import { ServiceMetrics } from "./metrics.ts";
 import { DEFAULT_REGISTRATIONS, type RuntimeRegistration, RuntimeSet } from "./runtimes.ts";
+import {
+  type ConnectionServer,
+  defaultMaxConnections,
+  raiseOpenFileLimit,
+  serveConnections,
+} from "./http/server.ts";
 import { Scheduler } from "./scheduler.ts";
 
 /** Version reported by /health and /openapi.json. */
@@ -45,57 +52,77 @@ export interface Service {
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<Service> {
   const logger = options.logger ?? createJsonLogger();
   const metrics = new ServiceMetrics();
+  // Before any sandbox starts: they need descriptors too.
+  const fileLimits = await raiseOpenFileLimit();
   const runtimes = new RuntimeSet(config.languages, {
     registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
-    settings: runtimeSettings(config, {
-      onSandboxBoot: (language, durationMs, ok) =>
-        metrics.recordSandboxBoot(language, durationMs, ok),
-    }),
+    config,
+    onSandboxBoot: (language, durationMs, ok) =>
+      metrics.recordSandboxBoot(language, durationMs, ok),
   });
   await startRuntimes(runtimes, options.signal);
   const scheduler = new Scheduler({
     maxConcurrent: config.maxInstances,
     queueLimit: config.queueLimit,
     runtimeFor: (language) => runtimes.get(language),
+    languages: runtimes.languages,
+    maxValidations: config.maxValidations,
+    validationTimeoutMs: config.timeoutMs,
     onEvent: (event) =>
       logger.error({
         msg: `scheduler_${event.kind}`,
+        request_id: event.requestId,
         task_id: event.taskId,
         detail: event.message,
       }),
   });
-  metrics.setSources({
-    queueLength: () => scheduler.stats().queuedTasks,
-    instances: () => runtimes.poolStats(),
-  });
   let draining = false;
   const app = createApp({
     config,
-    runtimes,
     scheduler,
     metrics,
     logger,
     version: VERSION,
     isDraining: () => draining,
   });
-  const { promise: listening, resolve: onListen } = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const maxConnections = config.maxConnections ??
+    defaultMaxConnections(fileLimits?.soft, {
+      sandboxes: config.maxInstances + config.poolSize * runtimes.runtimes.length,
+    });
+  let server: ConnectionServer;
   try {
-    server = Deno.serve({
-      port: config.port,
+    server = serveConnections(app.fetch, {
       hostname: config.host,
-      onListen: (address) => onListen(address),
-    }, app.fetch);
+      port: config.port,
+      maxConnections,
+      idleTimeoutMs: config.idleTimeoutMs,
+      onEvent: (event) => {
+        if (event.kind === "closed") return metrics.recordConnectionClosed(event.reason);
+        if (event.kind === "unlimited") {
+          return logger.error({ msg: "connections_unlimited", detail: event.message });
+        }
+        metrics.recordAcceptError();
+        logger.error({ msg: "accept_error", detail: event.message, retry_in_ms: event.retryInMs });
+      },
+    });
   } catch (error) {
     await runtimes.shutdown();
     throw error;
   }
-  const address = await listening;
+  metrics.setSources({
+    queueLength: () => scheduler.stats().queuedTasks,
+    instances: () =>
+      runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
+    connections: () => server.stats(),
+  });
+  const address = server.addr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   logger.info({
     msg: "listening",
     url: `http://${host}:${address.port}`,
     languages: config.languages,
+    max_connections: maxConnections,
+    open_files: fileLimits?.soft,
   });
 
   let stopped: Promise<void> | undefined;
@@ -104,13 +131,13 @@ export async function startService(config: Config, options: ServiceOptions = {})
     scheduler.close();
     const before = scheduler.stats();
     logger.info({ msg: "draining", queued: before.queuedTasks, running: before.runningTasks });
-    const drained = await within(scheduler.idle(), config.drainTimeoutMs);
+    const drained = await settlesWithin(scheduler.idle(), config.drainTimeoutMs);
     const abandoned = drained ? 0 : scheduler.abandonQueued();
     await runtimes.shutdown();
     // Runs cut short by the shutdown are answered by their runtimes (or the scheduler's
     // deadline); give their answers a moment to leave before closing connections.
-    await within(scheduler.idle(), SHUTDOWN_GRACE_MS);
-    await within(server.shutdown(), SHUTDOWN_GRACE_MS);
+    await settlesWithin(scheduler.idle(), SHUTDOWN_GRACE_MS);
+    await server.shutdown({ graceMs: SHUTDOWN_GRACE_MS });
     logger.info({ msg: "stopped", drained, abandoned });
   }
   return {
@@ -138,18 +165,5 @@ async function startRuntimes(runtimes: RuntimeSet, signal?: AbortSignal): Promis
     throw error;
   } finally {
     signal.removeEventListener("abort", onAbort);
-  }
-}
-
-/** Waits for `promise` at most `ms`; true when it settled in time. */
-async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./helpers/assert.ts";
 import { EchoRuntime } from "./helpers/echo_runtime.ts";
 import { startTestService } from "./helpers/test_service.ts";
+import { schedulerStats, until } from "./helpers/wait.ts";
 import { parseConfig } from "../src/config.ts";
 import type { PoolStats, RunJob, RunOutcome } from "../src/runtime.ts";
 import { startService } from "../src/service.ts";
@@ -470,4 +471,161 @@ Deno.test("openapi.json is a valid 3.1 document generated from the request schem
   const docs = await fetch(s.url + "/docs");
   assertEquals(docs.status, 200);
   assertStringIncludes(await docs.text(), "/openapi.json");
+});
+
+Deno.test("every answer carries X-Request-Id: the caller's when sane, else a new one", async () => {
+  await using s = await startTestService({
+    FAAS_API_KEY: "k",
+    FAAS_MAX_CODE_BYTES: "10",
+    FAAS_MAX_INSTANCES: "1",
+    FAAS_QUEUE_LIMIT: "0",
+  });
+  const key = { "X-API-Key": "k" };
+  const held = s.post("/run_code", { language: "js", code: "gate hold" }, key);
+  await s.js.waitForStarts(1);
+  const answers: [string, Response][] = [
+    ["200", await fetch(s.url + "/health")],
+    ["400", await s.post("/run_code", { language: "js", code: "" }, key)],
+    ["401", await s.post("/run_code", { language: "js", code: "print x" })],
+    ["404", await fetch(s.url + "/nope", { headers: key })],
+    ["405", await fetch(s.url + "/run_code", { headers: key })],
+    ["413", await s.post("/run_code", "x".repeat(2 * 10 + 1024 * 1024 + 1), key)],
+    ["503", await s.post("/run_code", { language: "js", code: "print y" }, key)],
+  ];
+  const ids = new Set<string>();
+  for (const [status, response] of answers) {
+    assertEquals(String(response.status), status);
+    const id = response.headers.get("x-request-id");
+    assert(id && /^[0-9a-f-]{36}$/.test(id), `${status}: a generated id, got ${id}`);
+    ids.add(id);
+    await response.body?.cancel();
+  }
+  assertEquals(ids.size, answers.length, "each request its own id");
+  s.js.open("hold");
+  await (await held).body?.cancel();
+
+  const sane = "trace-4bf92f3577b34da6a3ce929d0e0e4736";
+  const echoed = await fetch(s.url + "/health", { headers: { "X-Request-Id": sane } });
+  await echoed.body?.cancel();
+  assertEquals(echoed.headers.get("x-request-id"), sane);
+  for (const odd of ["x".repeat(129), "two words", "semi;colon", 'quote"d']) {
+    const replaced = await fetch(s.url + "/health", { headers: { "X-Request-Id": odd } });
+    await replaced.body?.cancel();
+    const id = replaced.headers.get("x-request-id");
+    assert(id && id !== odd && /^[0-9a-f-]{36}$/.test(id), `${odd} replaced by ${id}`);
+  }
+});
+
+Deno.test("the request's log lines all carry its id, the scheduler's included", async () => {
+  await using s = await startTestService();
+  const id = "req-startfail-1";
+  const response = await s.post(
+    "/run_code",
+    { language: "js", code: "startfail 1\nprint ok" },
+    { "X-Request-Id": id },
+  );
+  assertEquals((await response.json()).output.stdout, "ok\n");
+  const lines = [...s.logs, ...s.errors].filter((record) => record.request_id === id);
+  assertEquals(lines.map((record) => record.msg).sort(), ["request", "scheduler_start_retry"]);
+  const bug = await s.post("/validate_code", { language: "js", code: "validator_bug" }, {
+    "X-Request-Id": "req-bug-2",
+  });
+  assertEquals(bug.status, 500);
+  await bug.body?.cancel();
+  const bugLines = [...s.logs, ...s.errors].filter((record) => record.request_id === "req-bug-2");
+  assertEquals(bugLines.map((record) => record.msg).sort(), ["internal_error", "request"]);
+});
+
+Deno.test("validate_code goes through the scheduler: at most FAAS_MAX_VALIDATIONS at once", async () => {
+  await using s = await startTestService({ FAAS_MAX_VALIDATIONS: "2" });
+  const gate = Promise.withResolvers<void>();
+  let active = 0;
+  let most = 0;
+  s.py.validate = async () => {
+    most = Math.max(most, ++active);
+    await gate.promise;
+    active--;
+    return { valid: true, error: null };
+  };
+  const answers = Array.from(
+    { length: 200 },
+    (_, i) => s.post("/validate_code", { language: "python", code: `x = ${i}` }),
+  );
+  await until(async () => {
+    const stats = await schedulerStats(s.url);
+    return stats.runningValidations === 2 && stats.queuedValidations === 198;
+  }, { what: "200 checks admitted, 2 of them running" });
+  gate.resolve();
+  for (const answer of await Promise.all(answers)) {
+    assertEquals(answer.status, 200);
+    assertEquals(await answer.json(), { valid: true, error: null });
+  }
+  assertEquals(most, 2);
+});
+
+Deno.test("a full lane of syntax checks is a 503 with Retry-After", async () => {
+  await using s = await startTestService({ FAAS_MAX_VALIDATIONS: "1", FAAS_QUEUE_LIMIT: "1" });
+  const gate = Promise.withResolvers<void>();
+  s.py.validate = async () => {
+    await gate.promise;
+    return { valid: true, error: null };
+  };
+  const admitted = [1, 2].map(() => s.post("/validate_code", { language: "py", code: "x" }));
+  await until(async () => (await schedulerStats(s.url)).queuedValidations === 1, {
+    what: "a queued check",
+  });
+  const refused = await s.post("/validate_code", { language: "py", code: "x" });
+  await expectError(refused, 503);
+  assertEquals(refused.headers.get("retry-after"), "1");
+  gate.resolve();
+  for (const answer of await Promise.all(admitted)) {
+    assertEquals(answer.status, 200);
+    await answer.body?.cancel();
+  }
+});
+
+Deno.test("ext is bounded: a space_id over 256 bytes, long values, many keys are 400s", async () => {
+  await using s = await startTestService();
+  const run = (ext: Record<string, unknown>) =>
+    s.post("/run_code", { language: "js", code: "x", ext });
+  const ok = await run({ space_id: "t".repeat(256), other: "v".repeat(1024) });
+  assertEquals(ok.status, 200);
+  await ok.body?.cancel();
+  await expectError(await run({ space_id: "t".repeat(257) }), 400, "ext.space_id");
+  // Bytes of UTF-8, not characters: 129 × "é" is 258 bytes.
+  await expectError(await run({ space_id: "é".repeat(129) }), 400, "ext.space_id");
+  await expectError(await run({ space_id: "t".repeat(1024 * 1024) }), 400, "ext.space_id");
+  await expectError(await run({ trace: "v".repeat(1025) }), 400, "ext.trace");
+  const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, "v"]));
+  await expectError(await run(many), 400, "ext");
+  await expectError(await run({ ["k".repeat(129)]: "v" }), 400, "ext");
+  assertEquals(s.js.started.length, 1, "only the bounded run ran");
+  assertEquals(s.js.started[0].job.tenant, "t".repeat(256));
+});
+
+Deno.test("a body without Content-Length is read whole; one that stalls is a 408", async () => {
+  await using s = await startTestService({ FAAS_IDLE_TIMEOUT: "200" });
+  const json = new TextEncoder().encode(
+    JSON.stringify({ language: "js", code: "print " + "é".repeat(100_000) }),
+  );
+  const pieces = [json.subarray(0, 1), json.subarray(1, 70_001), json.subarray(70_001)];
+  const chunked = await fetch(s.url + "/run_code", {
+    method: "POST",
+    body: ReadableStream.from(pieces),
+  });
+  assertEquals(chunked.status, 200);
+  assertEquals((await chunked.json()).output.stdout, "é".repeat(100_000) + "\n");
+
+  let stalled!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      stalled = controller;
+      controller.enqueue(json.subarray(0, 10));
+    },
+  });
+  const response = await fetch(s.url + "/run_code", { method: "POST", body });
+  const answer = await expectError(response, 408);
+  assertStringIncludes(String(answer.error), "200 ms");
+  stalled.close();
+  assertEquals(s.js.started.length, 1);
 });

@@ -12,15 +12,19 @@ Deno.test("defaults match the contract", () => {
     maxTimeoutMs: 60_000,
     memoryLimitMb: 256,
     maxOutputBytes: 1024 * 1024,
-    maxCodeBytes: 1024 * 1024,
+    maxCodeBytes: 16 * 1024 * 1024,
+    maxValidations: navigator.hardwareConcurrency,
     queueLimit: 1000,
     drainTimeoutMs: 30_000,
     apiKey: undefined,
     languages: ["javascript", "typescript", "python"],
     pythonPath: "python3",
+    pythonPreload: [],
     requireIsolation: [],
     debug: false,
     runnerMode: "deno",
+    maxConnections: undefined,
+    idleTimeoutMs: 30_000,
   });
 });
 
@@ -33,6 +37,7 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
     FAAS_DEBUG: "Yes",
     FAAS_API_KEY: "k",
     FAAS_PYTHON: "/usr/bin/python3",
+    FAAS_PYTHON_PRELOAD: " json, os.path,json ",
     UNRELATED: "ignored",
   });
   assertEquals(config.port, 0);
@@ -41,8 +46,10 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
   assertEquals(config.requireIsolation, ["uid", "netns"]);
   assertEquals(config.debug, true);
   assertEquals(config.apiKey, "k");
+  assertEquals(config.pythonPath, "/usr/bin/python3");
+  assertEquals(config.pythonPreload, ["json", "os.path"]);
   const settings = runtimeSettings(config);
-  assertEquals(settings.pythonPath, "/usr/bin/python3");
+  assert(!("pythonPath" in settings), "the python executable is the python runtime's own option");
   assertEquals(settings.poolSize, 3);
   assertEquals(settings.requireIsolation, ["uid", "netns"]);
 });
@@ -65,6 +72,11 @@ Deno.test("every bad value is one line naming the variable and what is allowed",
     [{ FAAS_LANGUAGES: " , " }, "FAAS_LANGUAGES", "at least one"],
     [{ FAAS_REQUIRE_ISOLATION: "uid,Net NS" }, "FAAS_REQUIRE_ISOLATION", "isolation layer"],
     [{ FAAS_DEBUG: "maybe" }, "FAAS_DEBUG", "true, false"],
+    [{ FAAS_MAX_VALIDATIONS: "0" }, "FAAS_MAX_VALIDATIONS", "integer from 1"],
+    [{ FAAS_IDLE_TIMEOUT: "10" }, "FAAS_IDLE_TIMEOUT", "integer from 100"],
+    [{ FAAS_MAX_CONNECTIONS: "0" }, "FAAS_MAX_CONNECTIONS", "integer from 1"],
+    [{ FAAS_PYTHON_PRELOAD: "json,os.path,3d" }, "FAAS_PYTHON_PRELOAD", "module names"],
+    [{ FAAS_PYTHON_PRELOAD: "os;rm" }, "FAAS_PYTHON_PRELOAD", '"os;rm"'],
   ];
   for (const [env, variable, allowed] of cases) {
     let caught: unknown;

@@ -6,6 +6,7 @@
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./helpers/assert.ts";
 import { postJson, runCode, serviceUnderTest } from "./e2e_helpers.ts";
+import { bodyLimitBytes, parseConfig } from "../src/config.ts";
 
 const MAX_OUTPUT = 4096;
 const MEMORY_MB = 128;
@@ -520,7 +521,8 @@ Deno.test({
         assertEquals(validate.status, 400);
         assertStringIncludes(String(validate.body.error), "code");
 
-        const huge = JSON.stringify({ language: "js", code: "x".repeat(4 * 1024 * 1024) });
+        const limit = bodyLimitBytes(parseConfig({}));
+        const huge = JSON.stringify({ language: "js", code: "x".repeat(limit) });
         const tooLarge = await postJson(url, "/run_code", huge);
         assertEquals(tooLarge.status, 413);
         assertStringIncludes(String(tooLarge.body.error), "limit");

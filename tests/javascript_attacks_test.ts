@@ -231,7 +231,7 @@ Deno.test("attacks: code cannot write to the service's stdout or stderr", {
     script,
     `import { createJavaScriptRuntime } from ${JSON.stringify(modUrl)};
 const runtime = createJavaScriptRuntime({ poolSize: 1, maxInstances: 2, memoryLimitMb: 128,
-  maxOutputBytes: 65536, pythonPath: "python3", requireIsolation: [], debug: false });
+  maxOutputBytes: 65536, requireIsolation: [], debug: false });
 await runtime.start();
 const outcomes = [];
 // Each as a runner's first run (its own realm), then in a kept worker's context.

@@ -21,7 +21,6 @@ export function testSettings(overrides: Partial<RuntimeSettings> = {}): RuntimeS
     maxInstances: 8,
     memoryLimitMb: 128,
     maxOutputBytes: 64 * 1024,
-    pythonPath: "python3",
     requireIsolation: [],
     debug: false,
     ...overrides,

@@ -1,9 +1,8 @@
 import { assertEquals } from "./helpers/assert.ts";
 import { until } from "./helpers/wait.ts";
-import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import { SandboxStartError } from "../src/runtime.ts";
 import { descendants } from "./e2e_helpers.ts";
-import { forkServerPids, job, testSettings } from "./python_helpers.ts";
+import { createPythonRuntime, forkServerPids, job, testSettings } from "./python_helpers.ts";
 
 Deno.test({
   name: "a run answered before its sandbox was free is not run, and its spare is retired",

@@ -4,7 +4,6 @@
  */
 
 import assert from "node:assert/strict";
-import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import type { Runtime } from "../src/runtime.ts";
 import { assertNoProcessesLeft, forkServerPids, job, testSettings } from "./python_helpers.ts";
 import {

@@ -4,7 +4,11 @@
  * @module
  */
 
-import type { RunJob, RuntimeSettings } from "../src/runtime.ts";
+import type { RunJob, Runtime, RuntimeSettings } from "../src/runtime.ts";
+import {
+  createPythonRuntime as createRuntime,
+  type PythonRuntimeOptions,
+} from "../src/sandbox/python/mod.ts";
 
 /** Python used by the tests: FAAS_PYTHON when set, else python3 on PATH. */
 export const PYTHON = Deno.env.get("FAAS_PYTHON") ?? "python3";
@@ -16,11 +20,18 @@ export function testSettings(overrides: Partial<RuntimeSettings> = {}): RuntimeS
     maxInstances: 8,
     memoryLimitMb: 256,
     maxOutputBytes: 64 * 1024,
-    pythonPath: PYTHON,
     requireIsolation: [],
     debug: false,
     ...overrides,
   };
+}
+
+/** The Python runtime's factory, with the tests' Python unless `options` name another. */
+export function createPythonRuntime(
+  settings: RuntimeSettings,
+  options: PythonRuntimeOptions = {},
+): Runtime {
+  return createRuntime(settings, { python: PYTHON, ...options });
 }
 
 let counter = 0;

@@ -4,9 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import { SandboxStartError } from "../src/runtime.ts";
-import { assertNoProcessesLeft, forkServerPids, job, testSettings } from "./python_helpers.ts";
+import {
+  assertNoProcessesLeft,
+  createPythonRuntime,
+  forkServerPids,
+  job,
+  testSettings,
+} from "./python_helpers.ts";
 
 const UID_BASE = 1_501_000;
 const runtime = createPythonRuntime(testSettings(), { uidBase: UID_BASE });
@@ -301,7 +306,7 @@ Deno.test({
     await assert.rejects(missing.start(), /netns/);
     const unknown = createPythonRuntime(testSettings({ requireIsolation: ["magic"] }));
     await assert.rejects(unknown.start(), /unknown isolation layer "magic"/);
-    const broken = createPythonRuntime(testSettings({ pythonPath: "/nonexistent/python" }));
+    const broken = createPythonRuntime(testSettings(), { python: "/nonexistent/python" });
     await assert.rejects(broken.start(), /python/);
     assert.deepEqual(await forkServerPids(), []);
   },

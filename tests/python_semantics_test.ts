@@ -4,8 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
-import { job, PYTHON, testSettings } from "./python_helpers.ts";
+import { createPythonRuntime, job, PYTHON, testSettings } from "./python_helpers.ts";
 
 const runtime = createPythonRuntime(testSettings(), { uidBase: 1_500_000 });
 const opts = { sanitizeOps: false, sanitizeResources: false };

@@ -52,3 +52,39 @@ Deno.test("explicit and returned values take precedence and leave stdout as it i
   assertEquals(resolveRetVal({ returned: "1", stdout }), { retVal: "1", stdout });
   assertEquals(fromStdout("no value\r\n"), { retVal: "", stdout: "no value\r\n" });
 });
+
+Deno.test("marker block: text printed without a line ending may precede the start marker", () => {
+  assertEquals(fromStdout(`progress: 100%${START}\n{"a":1}\n${END}\n`), {
+    retVal: '{"a":1}',
+    stdout: "progress: 100%",
+  });
+  assertEquals(fromStdout(`progress: 100%${START}\r\n{"a":1}\r\n${END}\r\n`), {
+    retVal: '{"a":1}',
+    stdout: "progress: 100%",
+  });
+  // Earlier lines and later output stay around the text before the marker, as printed.
+  assertEquals(fromStdout(`log\r\nstep 3/3${START}\r\n{"a":1}\r\n${END}\r\nafter\r\n`), {
+    retVal: '{"a":1}',
+    stdout: "log\r\nstep 3/3after\r\n",
+  });
+  assertEquals(fromStdout(`log\nprogress${START}\n{"a":1}\n${END}`), {
+    retVal: '{"a":1}',
+    stdout: "log\nprogress",
+  });
+});
+
+Deno.test("marker block: text printed without a line ending may precede the end marker", () => {
+  assertEquals(fromStdout(`${START}\n{"a":1}${END}\n`), { retVal: '{"a":1}', stdout: "" });
+  assertEquals(fromStdout(`log\r\n${START}\r\n{\r\n"a": 1}${END}\r\n`), {
+    retVal: '{\r\n"a": 1}',
+    stdout: "log\r\n",
+  });
+  assertEquals(fromStdout(`p${START}\n{"a":1}${END}`), { retVal: '{"a":1}', stdout: "p" });
+});
+
+Deno.test("a marker followed by more text on its line is no marker", () => {
+  assertEquals(fromStdout(`${START} and more\n{"a":1}\n${END}\n`), {
+    retVal: '{"a":1}',
+    stdout: `${START} and more\n${END}\n`,
+  });
+});

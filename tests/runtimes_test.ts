@@ -1,9 +1,9 @@
 import { assert, assertEquals, assertStringIncludes } from "./helpers/assert.ts";
 import { EchoRuntime } from "./helpers/echo_runtime.ts";
 import { MissingRuntimeError, RuntimeSet } from "../src/runtimes.ts";
-import { parseConfig, runtimeSettings } from "../src/config.ts";
+import { parseConfig } from "../src/config.ts";
 
-const settings = runtimeSettings(parseConfig({ FAAS_POOL_SIZE: "1" }));
+const config = parseConfig({ FAAS_POOL_SIZE: "1" });
 
 Deno.test("only runtimes of enabled languages are built, first registration wins", () => {
   const js = new EchoRuntime(["javascript", "typescript"]);
@@ -11,7 +11,7 @@ Deno.test("only runtimes of enabled languages are built, first registration wins
   const py = new EchoRuntime(["python"]);
   const set = new RuntimeSet(["typescript"], {
     registrations: [js.registration(), otherJs.registration(), py.registration()],
-    settings,
+    config,
   });
   assertEquals(set.runtimes, [js]);
   assertEquals(set.get("typescript"), js);
@@ -26,7 +26,7 @@ Deno.test("an enabled language without a registration is an error naming it", ()
   try {
     new RuntimeSet(["javascript", "python"], {
       registrations: [new EchoRuntime(["javascript"]).registration()],
-      settings,
+      config,
     });
   } catch (error) {
     caught = error;
@@ -42,7 +42,7 @@ Deno.test("a runtime that fails to start shuts the started ones down", async () 
   py.failStart = "no python here";
   const set = new RuntimeSet(["javascript", "python"], {
     registrations: [js.registration(), py.registration()],
-    settings,
+    config,
   });
   let caught: unknown;
   await set.start().catch((error) => caught = error);

@@ -4,6 +4,7 @@ import { startTestService } from "./helpers/test_service.ts";
 import { schedulerStats, until, untilQueued } from "./helpers/wait.ts";
 import { type ScheduledJob, Scheduler, SchedulerRejection } from "../src/scheduler.ts";
 import { SandboxStartError } from "../src/runtime.ts";
+import { withTimeout } from "../src/async.ts";
 
 function run(code: string, extra: Record<string, unknown> = {}) {
   return { language: "javascript", code, ...extra };
@@ -300,4 +301,129 @@ Deno.test("a run answered before a sandbox was free is never run afterwards", as
   ready.resolve();
   await new Promise((resolve) => setTimeout(resolve, 20));
   assertEquals(ran(), 0);
+});
+
+Deno.test("one tenant's burst of slow runs leaves a slot for another tenant's quick run", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const scheduler = new Scheduler({
+    maxConcurrent: 50,
+    queueLimit: 1_000,
+    runtimeFor: () => runtime,
+  });
+  const burst = Array.from(
+    { length: 60 },
+    (_, i) => scheduler.submit(job(`a${i}`, "gate slow", { tenant: "A", timeoutMs: 60_000 })),
+  );
+  const held = scheduler.stats();
+  // One slot in eight is never one tenant's: A holds 44, the rest of its burst waits.
+  assertEquals([held.runningTasks, held.queuedTasks], [44, 16]);
+  const quick = await withTimeout(scheduler.submit(job("b", "print b", { tenant: "B" })), 5_000);
+  assert(quick, "B's run started within 5 s while A's runs held their slots");
+  assertEquals(quick.outcome.stdout, "b\n");
+  assertEquals(scheduler.stats().completedTasks, 1, "none of A's runs had to end first");
+  runtime.open("slow");
+  await Promise.all(burst);
+  assertEquals(scheduler.stats().completedTasks, 61);
+});
+
+Deno.test("while another tenant waits, a tenant past its share of slots gets no further slot", async () => {
+  const runtime = new EchoRuntime(["javascript"]);
+  const scheduler = new Scheduler({ maxConcurrent: 4, queueLimit: 100, runtimeFor: () => runtime });
+  // A alone takes every slot (4 is too few for a reserve), and queues two more.
+  const a = Array.from(
+    { length: 6 },
+    (_, i) => scheduler.submit(job(`a${i}`, `gate a${i}`, { tenant: "A" })),
+  );
+  const b = Array.from(
+    { length: 3 },
+    (_, i) => scheduler.submit(job(`b${i}`, `gate b${i}`, { tenant: "B" })),
+  );
+  assertEquals(scheduler.stats().runningTasks, 4);
+  // Two tenants: a share is 2 slots. Each slot A frees goes to B until B holds its share...
+  runtime.open("a0");
+  await runtime.waitForStarts(5);
+  runtime.open("a1");
+  await runtime.waitForStarts(6);
+  assertEquals(runtime.started.slice(4).map((run) => run.job.taskId), ["b0", "b1"]);
+  // ...and then back to A, whose share it is, though B still waits.
+  runtime.open("a2");
+  await runtime.waitForStarts(7);
+  assertEquals(runtime.started[6].job.taskId, "a4");
+  for (let i = 3; i < 6; i++) runtime.open(`a${i}`);
+  for (let i = 0; i < 3; i++) runtime.open(`b${i}`);
+  await Promise.all([...a, ...b]);
+  assertEquals(scheduler.stats().completedTasks, 9);
+});
+
+Deno.test("syntax checks run at most maxValidations at once, in arrival order", async () => {
+  const runtime = new EchoRuntime(["python"]);
+  const gate = Promise.withResolvers<void>();
+  let active = 0;
+  let most = 0;
+  const order: string[] = [];
+  runtime.validate = async (code) => {
+    order.push(code);
+    most = Math.max(most, ++active);
+    await gate.promise;
+    active--;
+    return { valid: true, error: null };
+  };
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 500,
+    maxValidations: 2,
+    runtimeFor: () => runtime,
+  });
+  const checks = Array.from(
+    { length: 200 },
+    (_, i) => scheduler.validate({ language: "python", code: `c${i}` }),
+  );
+  const stats = scheduler.stats();
+  assertEquals([stats.runningValidations, stats.queuedValidations], [2, 198]);
+  gate.resolve();
+  for (const verdict of await Promise.all(checks)) assertEquals(verdict.valid, true);
+  assertEquals(most, 2);
+  assertEquals(order, checks.map((_, i) => `c${i}`));
+  await scheduler.idle();
+});
+
+Deno.test("a full lane of syntax checks refuses with queue_full; a silent check fails at its deadline", async () => {
+  const runtime = new EchoRuntime(["python"]);
+  runtime.validate = () => new Promise(() => {});
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 1,
+    maxValidations: 1,
+    validationTimeoutMs: 20,
+    graceMs: 10,
+    runtimeFor: () => runtime,
+  });
+  const first = scheduler.validate({ language: "python", code: "x" });
+  const second = scheduler.validate({ language: "python", code: "y" });
+  let refused: unknown;
+  await scheduler.validate({ language: "python", code: "z" }).catch((error) => refused = error);
+  assert(refused instanceof SchedulerRejection);
+  assertEquals(refused.kind, "queue_full");
+  for (const check of [first, second]) {
+    let caught: unknown;
+    await check.catch((error) => caught = error);
+    assert(caught instanceof Error && !(caught instanceof SchedulerRejection));
+    assertStringIncludes(caught.message, "did not answer within 30 ms");
+  }
+  await scheduler.idle();
+});
+
+Deno.test("the snapshot counts a runtime serving two languages once", () => {
+  const js = new EchoRuntime(["javascript", "typescript"]);
+  js.settings = { poolSize: 3 } as typeof js.settings;
+  const scheduler = new Scheduler({
+    maxConcurrent: 1,
+    queueLimit: 0,
+    languages: ["javascript", "typescript"],
+    runtimeFor: () => js,
+  });
+  const snapshot = scheduler.snapshot();
+  assertEquals(snapshot.pool, { totalInstances: 3, idleInstances: 3, activeInstances: 0 });
+  assertEquals(Object.keys(snapshot.languages), ["javascript", "typescript"]);
+  assertEquals(snapshot.languages.typescript?.info.version, "echo 1.0");
 });

@@ -70,13 +70,29 @@ export interface ServiceProcess extends AsyncDisposable {
   listening(): Promise<string>;
 }
 
-/** Starts `entry` (relative to the repository root) with `env` on top of test defaults. */
+/**
+ * Starts `entry` (relative to the repository root) with `env` on top of test defaults. With
+ * `openFiles`, the process may open at most that many files (soft and hard RLIMIT_NOFILE).
+ */
 export function spawnService(
   entry: string,
   env: Record<string, string> = {},
+  options: { openFiles?: number } = {},
 ): ServiceProcess {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--no-prompt", "--config", "deno.json", entry],
+  const deno = [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    "--no-prompt",
+    "--config",
+    "deno.json",
+    entry,
+  ];
+  const [program, ...args] = options.openFiles === undefined
+    ? deno
+    : ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, "--", ...deno];
+  const child = new Deno.Command(program, {
+    args,
     cwd: ROOT,
     env: { FAAS_PORT: "0", FAAS_HOST: "127.0.0.1", FAAS_POOL_SIZE: "1", ...env },
     stdin: "null",

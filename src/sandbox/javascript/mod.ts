@@ -81,8 +81,8 @@ export interface JavaScriptRuntimeOptions {
   bootConcurrency?: number;
   /**
    * How runner processes are started: `"self"` (the service's executable in runner mode, the
-   * only way in a compiled binary) or `"deno"` (`deno run` on the runner module). Default:
-   * `"self"` in a compiled binary, `"deno"` otherwise.
+   * only way in a compiled binary) or `"deno"` (`deno run` on the runner module)
+   * (`FAAS_RUNNER_MODE`). Default: `"self"` in a compiled binary and `"deno"` otherwise.
    */
   launch?: RunnerLaunch;
   /** What happens past the output cap (default `truncate`). */
