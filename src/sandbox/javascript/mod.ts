@@ -14,6 +14,7 @@
 
 import vm from "node:vm";
 import { SandboxPool } from "../../pool.ts";
+import { finished } from "../../outcome.ts";
 import type { OutputPolicy } from "../../output.ts";
 import {
   type Language,
@@ -373,32 +374,21 @@ function tooLargeForFrame(code: string, input: string | undefined): boolean {
 }
 
 function tooLargeOutcome(): RunOutcome {
-  return {
-    stdout: "",
-    stderr: `Uncaught RangeError: code and input together must stay under ${
-      MAX_FRAME_BYTES / 1024 / 1024
-    } MiB\n`,
-    retVal: "",
-    status: "error",
-    exitCode: 1,
+  const limit = MAX_FRAME_BYTES / 1024 / 1024;
+  return finished(1, {
+    stderr: `Uncaught RangeError: code and input together must stay under ${limit} MiB\n`,
     durationMs: 0,
-    truncated: false,
     instanceId: "size-check",
-  };
+  });
 }
 
 function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
-  return {
-    stdout: "",
+  return finished(1, {
     stderr:
       `Uncaught SyntaxError: ${problem.message}\n    at ${file}:${problem.line}:${problem.column}\n`,
-    retVal: "",
-    status: "error",
-    exitCode: 1,
     durationMs: 0,
-    truncated: false,
     instanceId: "syntax-check",
-  };
+  });
 }
 
 /** Where a runner finds its files: inside its root, or on the host without one. */
