@@ -9,6 +9,7 @@
  */
 
 import type { RunOutcome } from "./outcome.ts";
+import type { OutputPolicy } from "./output.ts";
 
 /** Canonical language names of the wire contract. */
 export const LANGUAGES = ["javascript", "typescript", "python"] as const;
@@ -125,6 +126,8 @@ export interface RuntimeSettings {
   memoryLimitMb: number;
   /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
   maxOutputBytes: number;
+  /** Past the output cap, keep head and tail (`truncate`) or stop the run (`stop`) (`FAAS_OUTPUT_POLICY`). */
+  outputPolicy: OutputPolicy;
   /** Isolation layers that must be active or `start()` rejects (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */

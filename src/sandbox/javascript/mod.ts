@@ -86,8 +86,6 @@ export interface JavaScriptRuntimeOptions {
    * (`FAAS_RUNNER_MODE`). Default: `"self"` in a compiled binary and `"deno"` otherwise.
    */
   launch?: RunnerLaunch;
-  /** What happens past the output cap (default `truncate`). */
-  outputPolicy?: OutputPolicy;
   /** Jail layers to leave off (to exercise the fallbacks). */
   layersOff?: readonly string[];
   /** Settings of the processes that parse and type-strip the code (see syntax_service.ts). */
@@ -177,7 +175,7 @@ class JavaScriptRuntime implements Runtime {
     const paths = jail.layers.rootfs ? jailPaths() : await hostPaths(workdir, launch);
     const supervision: RunnerSupervision = {
       maxOutputBytes: settings.maxOutputBytes,
-      outputPolicy: this.#options.outputPolicy ?? "truncate",
+      outputPolicy: this.#settings.outputPolicy,
       memoryLimitMb: settings.memoryLimitMb,
       builtins: vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
     };

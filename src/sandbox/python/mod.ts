@@ -51,8 +51,6 @@ export interface PythonRuntimeOptions {
   fileSizeLimitBytes?: number;
   /** Processes and threads of a run; default 64. */
   maxProcesses?: number;
-  /** What happens past the output cap (default `truncate`). */
-  outputPolicy?: OutputPolicy;
 }
 
 /** Time a syntax check may take. */
@@ -147,7 +145,7 @@ class PythonRuntime implements Runtime {
     }
     const supervision: ZygoteSupervision = {
       maxOutputBytes: settings.maxOutputBytes,
-      outputPolicy: this.#options.outputPolicy ?? "truncate",
+      outputPolicy: this.#settings.outputPolicy,
       memoryLimitMb: settings.memoryLimitMb,
     };
     const pool: SandboxPool<PythonZygote> = new SandboxPool<PythonZygote>({
