@@ -15,7 +15,6 @@
 import vm from "node:vm";
 import { SandboxPool } from "../../pool.ts";
 import { finished } from "../../outcome.ts";
-import type { OutputPolicy } from "../../output.ts";
 import {
   type Language,
   type PoolStats,

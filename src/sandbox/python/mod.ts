@@ -8,7 +8,6 @@
  */
 
 import { SandboxPool } from "../../pool.ts";
-import type { OutputPolicy } from "../../output.ts";
 import {
   type Language,
   type PoolStats,
