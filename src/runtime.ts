@@ -44,6 +44,12 @@ export interface RunJob {
    * runtime then gives the sandbox back and does not run the code.
    */
   onStart?: () => boolean;
+  /**
+   * Fires when nobody waits for the answer any more (the client went away): the runtime ends
+   * the run at once, as at its timeout, so its sandbox serves someone else. The outcome it
+   * then resolves with is not reported to anyone.
+   */
+  signal?: AbortSignal;
 }
 
 /** Position of a syntax error, 1-based and relative to the submitted code. */

@@ -235,7 +235,7 @@ class JavaScriptRuntime implements Runtime {
     const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
     if (tooLargeForFrame(code, input)) return tooLargeOutcome();
-    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
+    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs, signal: job.signal };
     let runner: JsRunner;
     let result;
     // Every retry below is safe: the code never started. Dead idle runners are dropped one by

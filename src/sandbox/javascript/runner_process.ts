@@ -48,6 +48,8 @@ export interface RunnerJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
+  /** Ends the run early, as its timeout would (the client went away). */
+  signal?: AbortSignal;
 }
 
 /** The outcome of a run and whether the runner may serve another. */
@@ -180,6 +182,8 @@ export class JsRunner implements Sandbox {
     this.#active = active;
     // Armed before the write, so even a runner that stops reading cannot stall the answer.
     active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
+    if (job.signal?.aborted) queueMicrotask(() => this.#timeout(active));
+    job.signal?.addEventListener("abort", () => this.#timeout(active), { once: true });
     const frame: Record<string, unknown> = {
       t: "run",
       id: active.id,
@@ -289,7 +293,7 @@ export class JsRunner implements Sandbox {
   }
 
   /**
-   * Past the timeout: take what the run printed (the runner's main thread is never blocked by
+   * Past the timeout (or once the client went away): take what the run printed (the runner's main thread is never blocked by
    * user code), then kill it.
    */
   #timeout(active: ActiveRun): void {

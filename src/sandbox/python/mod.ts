@@ -183,6 +183,7 @@ class PythonRuntime implements Runtime {
         code: job.code,
         input: job.input === undefined ? undefined : JSON.stringify(job.input),
         timeoutMs: job.timeoutMs,
+        signal: job.signal,
       });
       this.#pool!.release(zygote, outcome.status !== "crashed");
       return outcome;

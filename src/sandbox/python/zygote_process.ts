@@ -64,6 +64,8 @@ export interface ZygoteJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
+  /** Ends the run early, as its timeout would (the client went away). */
+  signal?: AbortSignal;
 }
 
 interface ActiveRun {
@@ -180,6 +182,12 @@ export class PythonZygote implements Sandbox {
         throw new SandboxStartError(`zygote ${this.id} did not accept the run`);
       }
     }
+    // Registered once the whole job is written, so a stop frame never lands inside it.
+    const stop = () => {
+      if (this.#active === active) this.#writer.write(header(STOP, id, 0, 0)).catch(() => {});
+    };
+    if (job.signal?.aborted) stop();
+    else job.signal?.addEventListener("abort", stop, { once: true });
     return promise;
   }
 
