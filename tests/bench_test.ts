@@ -9,7 +9,14 @@ import assert from "node:assert/strict";
 import { measureBootFloor } from "../bench/boot_floor.ts";
 import { checkRunSucceeded, runLoad } from "../bench/load.ts";
 import { descendants, MemorySampler, startTimeOf, treeMemory } from "../bench/proc_tree.ts";
-import { expectedScore, program, requestBody } from "../bench/programs.ts";
+import {
+  EVALUATOR_LOG,
+  expectedScore,
+  HOSTILE_STATUS,
+  hostileProgram,
+  program,
+  requestBody,
+} from "../bench/programs.ts";
 import { makeFigure, renderMarkdown } from "../bench/report.ts";
 import { freePort, ServerStartError, startServer } from "../bench/server_process.ts";
 import { percentile, ratio, summarize } from "../bench/stats.ts";
@@ -197,15 +204,75 @@ Deno.test("the python3 baseline runs the Python programs and their checks pass",
   }
 });
 
-Deno.test("the evaluator check rejects a wrong score", () => {
+Deno.test("the evaluator check wants the template's marker block taken out, the right score", () => {
   const prog = program("javascript", "evaluator");
-  const answer = (score: number) => ({
-    output: { stdout: "scoring turn-0042\n", ret_val: JSON.stringify({ score, reason: "r" }) },
+  const answer = (score: number, options: { stdout?: string; reason?: string } = {}) => ({
+    output: {
+      stdout: options.stdout ?? EVALUATOR_LOG,
+      ret_val: JSON.stringify({ score, reason: options.reason ?? "token F1: 22 shared tokens" }),
+    },
     metadata: { status: "success" },
     error: "",
   });
-  assert.deepEqual(prog.check(answer(Math.round(expectedScore() * 1000) / 1000)), undefined);
+  const right = Math.round(expectedScore() * 1000) / 1000;
+  assert.deepEqual(prog.check(answer(right)), undefined);
   assert.deepEqual(prog.check(answer(0.01)), "wrong_result");
+  assert.deepEqual(prog.check(answer(right, { reason: "r" })), "wrong_result");
+  const markers = `${EVALUATOR_LOG}__COZE_RETURN_VAL_START__\n{}\n__COZE_RETURN_VAL_END__\n`;
+  assert.deepEqual(prog.check(answer(right, { stdout: markers })), "wrong_result");
+});
+
+Deno.test("the evaluators are shaped like the platform's template in every language", () => {
+  const python = program("python", "evaluator").code;
+  for (const module of ["json", "sys", "asyncio"]) {
+    assert.match(python, new RegExp(`^import ${module}$`, "m"));
+  }
+  assert.match(python, /^from dataclasses import asdict, dataclass$/m);
+  assert.match(python, /^@dataclass\nclass EvalOutput:/m);
+  for (const language of ["javascript", "typescript", "python"] as const) {
+    const code = program(language, "evaluator").code;
+    assert.match(code, /class EvalOutput/, language);
+    assert.match(code, /return_val\(value/, language);
+    assert.match(code, /__COZE_RETURN_VAL_START__[\s\S]*__COZE_RETURN_VAL_END__/, language);
+  }
+});
+
+Deno.test("the numpy program exists in Python only; its check wants a JSON number", () => {
+  assert.throws(() => program("javascript", "numpy"), {
+    name: "RangeError",
+    message: /expected a program kind that exists in javascript, got "numpy"/,
+  });
+  const prog = program("python", "numpy");
+  assert.match(prog.code, /^import numpy as np$/m);
+  const answer = (retVal: string) => ({
+    output: { stdout: "", ret_val: retVal },
+    metadata: { status: "success" },
+    error: "",
+  });
+  assert.deepEqual(prog.check(answer(String(Math.fround(expectedScore())))), undefined);
+  assert.deepEqual(prog.check(answer("np.float32(0.7096774)")), "wrong_result");
+  assert.deepEqual(prog.check(answer("0.5")), "wrong_result");
+});
+
+Deno.test("a hostile program's check accepts only the end the service must give it", () => {
+  const answer = (status: string) => ({ metadata: { status }, error: "stopped" });
+  for (const kind of ["loop", "heap_bomb", "buffer_bomb"] as const) {
+    const prog = hostileProgram(kind);
+    assert.deepEqual(prog.check(answer(HOSTILE_STATUS[kind])), undefined, kind);
+    assert.deepEqual(prog.check(answer("crashed")), "status_crashed", kind);
+  }
+  assert.deepEqual(HOSTILE_STATUS.loop, "timeout");
+  assert.deepEqual(HOSTILE_STATUS.buffer_bomb, "memory_limit");
+});
+
+Deno.test("requestBody takes a tenant function and a timeout", () => {
+  const body = requestBody(program("javascript", "trivial"), (index) => `t-${index % 2}`, {
+    timeoutMs: 2_000,
+  });
+  const first = body(0) as { ext: { space_id: string }; timeout: number };
+  assert.deepEqual(first.ext.space_id, "t-0");
+  assert.deepEqual((body(3) as { ext: { space_id: string } }).ext.space_id, "t-1");
+  assert.deepEqual(first.timeout, 2_000);
 });
 
 Deno.test("treeMemory sums a process and its children; descendants finds them", async () => {
