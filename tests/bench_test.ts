@@ -21,6 +21,7 @@ import { makeFigure, renderMarkdown } from "../bench/report.ts";
 import { freePort, ServerStartError, startServer } from "../bench/server_process.ts";
 import { percentile, ratio, summarize } from "../bench/stats.ts";
 import { resolvePython, startFloor, startSpawnBaseline } from "../bench/targets.ts";
+import { seededRandom, zipfSampler, zipfWeights } from "../bench/zipf.ts";
 
 Deno.test("percentile interpolates between ranks and handles the edges", () => {
   const sorted = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -457,4 +458,48 @@ Deno.test("renderMarkdown shows the boot floor with the new-tenant throughput it
     runs: [],
   });
   assert.doesNotMatch(python, /boot floor/);
+});
+
+Deno.test("seededRandom gives the same sequence for a seed, another for another seed", () => {
+  const draw = (seed: number) => {
+    const random = seededRandom(seed);
+    return Array.from({ length: 5 }, () => random());
+  };
+  assert.deepEqual(draw(7), draw(7));
+  assert.notDeepEqual(draw(7), draw(8));
+  assert.ok(draw(7).every((u) => u >= 0 && u < 1));
+  assert.throws(() => seededRandom(1.5), { name: "RangeError", message: /integer seed/ });
+});
+
+Deno.test("zipfWeights follow 1/k^s and sum to 1", () => {
+  const weights = zipfWeights(24, 1.1);
+  assert.deepEqual(weights.length, 24);
+  assert.ok(Math.abs(weights.reduce((sum, w) => sum + w, 0) - 1) < 1e-12);
+  assert.ok(Math.abs(weights[0] / weights[1] - 2 ** 1.1) < 1e-9);
+  assert.ok(weights.every((w, i) => i === 0 || w < weights[i - 1]));
+  assert.deepEqual(zipfWeights(3, 0), [1 / 3, 1 / 3, 1 / 3]);
+  assert.throws(() => zipfWeights(0, 1.1), { name: "RangeError", message: /expected n ≥ 1/ });
+  assert.throws(() => zipfWeights(3, -1), { name: "RangeError", message: /exponent s ≥ 0/ });
+});
+
+Deno.test("zipfSampler draws ranks with the Zipf frequencies, the same for a seed", () => {
+  const draws = 50_000;
+  const next = zipfSampler(24, { s: 1.1, seed: 3 });
+  const counts = new Array(24).fill(0);
+  for (let i = 0; i < draws; i++) counts[next()]++;
+  const weights = zipfWeights(24, 1.1);
+  for (const rank of [0, 1, 5, 23]) {
+    // Four standard deviations of a binomial count: fails by chance about once in 15 000 runs.
+    const sd = Math.sqrt(draws * weights[rank] * (1 - weights[rank]));
+    assert.ok(
+      Math.abs(counts[rank] - draws * weights[rank]) < 4 * sd,
+      `rank ${rank}: ${counts[rank]}`,
+    );
+  }
+  const again = zipfSampler(24, { s: 1.1, seed: 3 });
+  const other = zipfSampler(24, { s: 1.1, seed: 4 });
+  const first = Array.from({ length: 50 }, () => again());
+  assert.deepEqual(first, Array.from({ length: 50 }, zipfSampler(24, { s: 1.1, seed: 3 })));
+  assert.notDeepEqual(first, Array.from({ length: 50 }, () => other()));
+  assert.deepEqual(zipfSampler(1, { s: 1.1, seed: 1 })(), 0);
 });
