@@ -503,3 +503,39 @@ Deno.test("zipfSampler draws ranks with the Zipf frequencies, the same for a see
   assert.notDeepEqual(first, Array.from({ length: 50 }, () => other()));
   assert.deepEqual(zipfSampler(1, { s: 1.1, seed: 1 })(), 0);
 });
+
+/** An in-process /run_code server for the harness's own tests: records each request. */
+function recordingServer(answer: (body: Record<string, unknown>) => unknown) {
+  const bodies: Record<string, unknown>[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    const body = await request.json();
+    bodies.push(body);
+    return Response.json(answer(body));
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}/run_code`, bodies, server };
+}
+
+const SUCCESS = { metadata: { status: "success" }, error: "" };
+
+Deno.test("runLoad sends request i to url i mod n: round-robin over servers", async () => {
+  const a = recordingServer(() => SUCCESS);
+  const b = recordingServer(() => SUCCESS);
+  try {
+    const result = await runLoad([a.url, b.url], {
+      concurrency: 3,
+      requests: 10,
+      body: (index) => ({ index }),
+    });
+    assert.deepEqual(result.ok, 10);
+    const indexes = (server: typeof a) => server.bodies.map((body) => body.index).sort();
+    assert.deepEqual(indexes(a), [0, 2, 4, 6, 8]);
+    assert.deepEqual(indexes(b), [1, 3, 5, 7, 9]);
+    await assert.rejects(() => runLoad([], { concurrency: 1, requests: 1, body: () => ({}) }), {
+      name: "RangeError",
+      message: /at least one url/,
+    });
+  } finally {
+    await a.server.shutdown();
+    await b.server.shutdown();
+  }
+});
