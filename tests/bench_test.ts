@@ -17,7 +17,13 @@ import {
   program,
   requestBody,
 } from "../bench/programs.ts";
-import { makeFigure, renderMarkdown } from "../bench/report.ts";
+import {
+  describeFigure,
+  makeFigure,
+  makeReference,
+  meets,
+  renderMarkdown,
+} from "../bench/report.ts";
 import { freePort, ServerStartError, startServer } from "../bench/server_process.ts";
 import { percentile, ratio, summarize } from "../bench/stats.ts";
 import { resolvePython, startFloor, startSpawnBaseline } from "../bench/targets.ts";
@@ -538,4 +544,101 @@ Deno.test("runLoad sends request i to url i mod n: round-robin over servers", as
     await a.server.shutdown();
     await b.server.shutdown();
   }
+});
+
+Deno.test("makeReference computes the ratio and whether a ratio or value target is met", () => {
+  const atLeast = { of: "ratio", bound: "min", limit: 0.25 } as const;
+  assert.deepEqual(makeReference(50, { name: "floor", value: 100, target: atLeast }), {
+    name: "floor",
+    value: 100,
+    ratio: 0.5,
+    target: atLeast,
+    met: true,
+  });
+  assert.deepEqual(makeReference(20, { name: "floor", value: 100, target: atLeast }).met, false);
+  assert.deepEqual(makeReference(null, { name: "floor", value: 100, target: atLeast }).met, null);
+  assert.deepEqual(makeReference(20, { name: "floor", value: null }).ratio, null);
+  const atMost = { of: "value", bound: "max", limit: 300 } as const;
+  assert.deepEqual(makeReference(280, { name: "one", value: 10, target: atMost }).met, true);
+  assert.deepEqual(makeReference(301, { name: "one", value: null, target: atMost }).met, false);
+  assert.deepEqual(meets(atMost, { service: 300, ratio: null }), true);
+});
+
+Deno.test("renderMarkdown lists every figure with a floor in the floors table, first", () => {
+  const figures = [
+    makeFigure({
+      scenario: "throughput",
+      metric: "runs_per_s",
+      language: "javascript",
+      program: "evaluator",
+      concurrency: 16,
+      tenancy: "one",
+    }, {
+      unit: "runs/s",
+      better: "higher",
+      service: 500,
+      reference: {
+        name: "warm-context floor",
+        value: 1000,
+        target: { of: "ratio", bound: "min", limit: 0.25 },
+      },
+    }),
+    makeFigure({
+      scenario: "zipf",
+      metric: "p99",
+      language: "javascript",
+      program: "evaluator",
+      concurrency: 16,
+    }, {
+      unit: "ms",
+      better: "lower",
+      service: 450,
+      reference: {
+        name: "one tenant",
+        value: 90,
+        target: { of: "value", bound: "max", limit: 300 },
+      },
+    }),
+    makeFigure(
+      { scenario: "sequential", metric: "p50", language: "python", program: "evaluator" },
+      {
+        unit: "ms",
+        better: "lower",
+        service: 30,
+        reference: { name: "python fork floor", value: null },
+      },
+    ),
+  ];
+  const markdown = renderMarkdown({
+    startedAt: "",
+    mode: "quick",
+    machine: {},
+    serviceEnv: {},
+    notes: [],
+    figures,
+    runs: [],
+  });
+  assert.ok(markdown.startsWith("### Against the floors"));
+  assert.match(
+    markdown,
+    /\| JS evaluator, one tenant, c16, runs\/s \| runs\/s \| 500 \| warm-context floor \| 1000 \| 0\.50× \| ≥ 0\.25× \| yes \|/,
+  );
+  assert.match(
+    markdown,
+    /\| JS evaluator, Zipf mix of tenants, c16, p99 \| ms \| 450 \| one tenant \| 90\.0 \| 5\.00× \| ≤ 300 ms \| \*\*no\*\* \|/,
+  );
+  assert.match(
+    markdown,
+    /\| Python evaluator, sequential, p50 \| ms \| 30\.0 \| python fork floor \| – \| – \| – \| – \|/,
+  );
+  assert.deepEqual(
+    describeFigure({
+      scenario: "sequential",
+      metric: "p50",
+      language: "python",
+      program: "evaluator",
+      tenancy: "new",
+    }),
+    "Python evaluator, sequential, a new tenant per request, p50",
+  );
 });
