@@ -7,8 +7,15 @@
 
 import assert from "node:assert/strict";
 import { measureBootFloor } from "../bench/boot_floor.ts";
+import { CpuGroup } from "../bench/cpu_group.ts";
 import { checkRunSucceeded, runLoad } from "../bench/load.ts";
-import { descendants, MemorySampler, startTimeOf, treeMemory } from "../bench/proc_tree.ts";
+import {
+  descendants,
+  MemorySampler,
+  startTimeOf,
+  treeCpuMs,
+  treeMemory,
+} from "../bench/proc_tree.ts";
 import {
   EVALUATOR_LOG,
   expectedScore,
@@ -641,4 +648,32 @@ Deno.test("renderMarkdown lists every figure with a floor in the floors table, f
     }),
     "Python evaluator, sequential, a new tenant per request, p50",
   );
+});
+
+Deno.test("a CpuGroup holds what it wraps and is removed after, or says why there is none", async () => {
+  const group = CpuGroup.create("bench test");
+  if (typeof group === "string") {
+    assert.match(group, /cgroup/);
+    return;
+  }
+  try {
+    const { command, args } = group.wrap("cat", ["/proc/self/cgroup"]);
+    const output = await new Deno.Command(command, { args, stdout: "piped" }).output();
+    const leaf = group.path.slice(group.path.lastIndexOf("/"));
+    assert.match(new TextDecoder().decode(output.stdout), new RegExp(`${leaf}\\n`));
+  } finally {
+    assert.deepEqual(group.remove(), true);
+  }
+  await assert.rejects(() => Deno.stat(group.path), Deno.errors.NotFound);
+});
+
+Deno.test("treeCpuMs grows with the CPU a process uses; 0 for a process that is gone", () => {
+  const before = treeCpuMs(Deno.pid);
+  const deadline = performance.now() + 20_000;
+  // Busy until the kernel has charged 100 ms more (ticks are 10 ms); wall time varies with load.
+  while (treeCpuMs(Deno.pid) - before < 100 && performance.now() < deadline) {
+    for (let i = 0; i < 1e6; i++) Math.sqrt(i);
+  }
+  assert.ok(treeCpuMs(Deno.pid) - before >= 100);
+  assert.deepEqual(treeCpuMs(2 ** 22 + 12345), 0);
 });
