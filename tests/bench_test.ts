@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { measureBootFloor } from "../bench/boot_floor.ts";
 import { CpuGroup } from "../bench/cpu_group.ts";
+import { preloadList, preloadRegistrations } from "../bench/preload_main.ts";
 import { checkRunSucceeded, runLoad } from "../bench/load.ts";
 import {
   descendants,
@@ -33,8 +34,16 @@ import {
 } from "../bench/report.ts";
 import { freePort, ServerStartError, startServer } from "../bench/server_process.ts";
 import { percentile, ratio, summarize } from "../bench/stats.ts";
-import { resolvePython, startFloor, startSpawnBaseline } from "../bench/targets.ts";
+import {
+  resolvePython,
+  startContextFloor,
+  startFloor,
+  startForkFloor,
+  startSpawnBaseline,
+} from "../bench/targets.ts";
 import { seededRandom, zipfSampler, zipfWeights } from "../bench/zipf.ts";
+import { CONFIG_VARIABLES } from "../src/config.ts";
+import { DEFAULT_REGISTRATIONS } from "../src/runtimes.ts";
 
 Deno.test("percentile interpolates between ranks and handles the edges", () => {
   const sorted = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -676,4 +685,90 @@ Deno.test("treeCpuMs grows with the CPU a process uses; 0 for a process that is 
   }
   assert.ok(treeCpuMs(Deno.pid) - before >= 100);
   assert.deepEqual(treeCpuMs(2 ** 22 + 12345), 0);
+});
+
+Deno.test("the warm-context floor runs each program in a worker's fresh context", async () => {
+  const [server] = await startContextFloor({ count: 1 });
+  try {
+    for (const kind of ["trivial", "evaluator"] as const) {
+      const prog = program("javascript", kind);
+      const result = await runLoad(`${server.url}/run_code`, {
+        concurrency: 2,
+        requests: 4,
+        body: requestBody(prog, "one"),
+        check: prog.check,
+      });
+      assert.deepEqual(result.errorKinds, {}, kind);
+    }
+    // A global one run sets is not there for the next: each run has a context of its own.
+    const leak = await runLoad(`${server.url}/run_code`, {
+      concurrency: 1,
+      requests: 2,
+      body: () => ({
+        language: "javascript",
+        code: "const seen = globalThis.mark; globalThis.mark = 1; return seen ?? 'fresh';",
+      }),
+      check: (answer) =>
+        (answer as { output: { ret_val: string } }).output.ret_val === '"fresh"'
+          ? undefined
+          : "leak",
+    });
+    assert.deepEqual(leak.errorKinds, {});
+    const failing = await runLoad(`${server.url}/run_code`, {
+      concurrency: 1,
+      requests: 1,
+      body: () => ({ language: "javascript", code: "throw new TypeError('x')" }),
+    });
+    assert.deepEqual(failing.errorKinds, { status_error: 1 });
+  } finally {
+    const stopped = await server.stop();
+    assert.deepEqual(stopped.leftovers, 0);
+  }
+});
+
+Deno.test("the python fork floor runs overlapping programs in forked children", async () => {
+  const server = await startForkFloor({ python: await resolvePython("python3") });
+  try {
+    for (const kind of ["trivial", "evaluator"] as const) {
+      const prog = program("python", kind);
+      const result = await runLoad(`${server.url}/run_code`, {
+        concurrency: 3,
+        requests: 6,
+        body: requestBody(prog, "one"),
+        check: prog.check,
+      });
+      assert.deepEqual(result.errorKinds, {}, kind);
+    }
+    const other = await runLoad(`${server.url}/run_code`, {
+      concurrency: 2,
+      requests: 2,
+      body: (index) => ({
+        language: "python",
+        code: index === 0 ? "raise ValueError('x')" : "while True: pass",
+        timeout: 200,
+      }),
+      check: (answer) => (answer as { metadata: { status: string } }).metadata.status,
+    });
+    assert.deepEqual(other.errorKinds, { error: 1, timeout: 1 });
+    assert.match(other.errorSamples.error, /ValueError: x/);
+  } finally {
+    const stopped = await server.stop();
+    assert.deepEqual(stopped.leftovers, 0);
+  }
+});
+
+Deno.test("preloadList and preloadRegistrations hand FAAS_PYTHON_PRELOAD to the runtime", () => {
+  assert.deepEqual(preloadList(" numpy, ,pandas "), ["numpy", "pandas"]);
+  assert.deepEqual(preloadList(undefined), []);
+  assert.deepEqual(preloadRegistrations([]), DEFAULT_REGISTRATIONS);
+  const registrations = preloadRegistrations(["numpy"]);
+  assert.deepEqual(
+    registrations.map((r) => r.languages),
+    DEFAULT_REGISTRATIONS.map((r) => r.languages),
+  );
+  const python = registrations.findIndex((r) => r.languages.includes("python"));
+  const changed = registrations[python] !== DEFAULT_REGISTRATIONS[python];
+  // Where the configuration reads the variable itself, the registrations stay as they are.
+  assert.deepEqual(changed, !CONFIG_VARIABLES.includes("FAAS_PYTHON_PRELOAD"));
+  assert.ok(registrations.every((r, i) => i === python || r === DEFAULT_REGISTRATIONS[i]));
 });
