@@ -1,8 +1,10 @@
 /**
- * Smoke tests of the benchmark harness's pieces against real subprocess servers: statistics,
- * the load generator on the no-op floor, the process-per-request baselines running the
- * benchmark programs, the boot floor, process-tree memory, and starting/stopping servers. No timing is
- * asserted: the machine is shared and speed is proven by the benchmark run only.
+ * Tests of the benchmark harness's pieces, most against real subprocess servers: statistics,
+ * the load generator (round-robin over servers), the programs and their checks, the
+ * process-per-request baselines, the boot, warm-context and fork floors, the Zipf sampler and
+ * the many-tenant load shapes, the floors and targets of the report, CPU cgroups, process-tree
+ * memory and CPU time, and starting/stopping servers. No timing is asserted: the machine is
+ * shared and speed is proven by the benchmark run only.
  */
 
 import assert from "node:assert/strict";
@@ -41,6 +43,14 @@ import {
   startForkFloor,
   startSpawnBaseline,
 } from "../bench/targets.ts";
+import {
+  HOSTILE_TENANTS,
+  HOSTILE_TIMEOUT_MS,
+  runHostileNeighbours,
+  runZipfMix,
+  ZIPF_MIX,
+  zipfTenants,
+} from "../bench/tenants.ts";
 import { seededRandom, zipfSampler, zipfWeights } from "../bench/zipf.ts";
 import { CONFIG_VARIABLES } from "../src/config.ts";
 import { DEFAULT_REGISTRATIONS } from "../src/runtimes.ts";
@@ -526,6 +536,15 @@ Deno.test("zipfSampler draws ranks with the Zipf frequencies, the same for a see
   assert.deepEqual(zipfSampler(1, { s: 1.1, seed: 1 })(), 0);
 });
 
+Deno.test("zipfTenants names the same tenant for an index whatever the order of calls", () => {
+  const forward = zipfTenants(ZIPF_MIX, { prefix: "z-" });
+  const backward = zipfTenants(ZIPF_MIX, { prefix: "z-" });
+  const names = Array.from({ length: 30 }, (_, i) => forward(i));
+  assert.deepEqual(Array.from({ length: 30 }, (_, i) => backward(29 - i)).reverse(), names);
+  assert.ok(names.every((name) => /^z-\d+$/.test(name)));
+  assert.ok(names.filter((name) => name === "z-0").length > 3, "rank 0 is the most frequent");
+});
+
 /** An in-process /run_code server for the harness's own tests: records each request. */
 function recordingServer(answer: (body: Record<string, unknown>) => unknown) {
   const bodies: Record<string, unknown>[] = [];
@@ -559,6 +578,72 @@ Deno.test("runLoad sends request i to url i mod n: round-robin over servers", as
   } finally {
     await a.server.shutdown();
     await b.server.shutdown();
+  }
+});
+
+Deno.test("runZipfMix measures the seeded sequence from its first draw", async () => {
+  const server = recordingServer(() => SUCCESS);
+  try {
+    const run = await runZipfMix(server.url, {
+      program: { ...program("javascript", "trivial"), check: () => undefined },
+      mix: ZIPF_MIX,
+      concurrency: 2,
+      warmupMs: 50,
+      durationMs: 150,
+      prefix: "zipf-",
+    });
+    const measured = server.bodies.slice(-run.measured.sent);
+    const tenant = (body: Record<string, unknown>) => (body.ext as { space_id: string }).space_id;
+    const expected = zipfTenants(ZIPF_MIX, { prefix: "zipf-" });
+    assert.deepEqual(measured.map(tenant).sort(), measured.map((_, i) => expected(i)).sort());
+    assert.deepEqual(run.distinctTenants, new Set(measured.map(tenant)).size);
+    assert.ok(run.topShare > 0 && run.topShare <= 1);
+  } finally {
+    await server.server.shutdown();
+  }
+});
+
+Deno.test("runHostileNeighbours measures the normal tenants alone, then beside hostile ones", async () => {
+  const hostileSeen = new Set<string>();
+  const server = recordingServer((body) => {
+    const code = String(body.code);
+    const tenant = (body.ext as { space_id: string }).space_id;
+    if (code.includes("while (true) {}")) {
+      hostileSeen.add(tenant);
+      assert.deepEqual(body.timeout, HOSTILE_TIMEOUT_MS.loop);
+      return { metadata: { status: "timeout" }, error: "timed out" };
+    }
+    if (code.includes("hold.push")) {
+      hostileSeen.add(tenant);
+      return { metadata: { status: "memory_limit" }, error: "memory" };
+    }
+    return SUCCESS;
+  });
+  try {
+    const run = await runHostileNeighbours(server.url, {
+      program: { ...program("javascript", "trivial"), check: () => undefined },
+      normalTenants: 3,
+      normalConcurrency: 2,
+      hostileConcurrency: 1,
+      warmupMs: 50,
+      durationMs: 100,
+      prefix: "h-",
+    });
+    assert.ok(run.calm.ok > 0 && run.beside.ok > 0);
+    assert.deepEqual(run.hostile.map(({ kind }) => kind), [...HOSTILE_TENANTS]);
+    for (const { kind, result } of run.hostile) {
+      assert.ok(result.ok > 0 && result.errors === 0, kind);
+    }
+    assert.deepEqual(hostileSeen.size, HOSTILE_TENANTS.length);
+    const normal = new Set(
+      server.bodies.filter((body) =>
+        !String(body.code).includes("hold") && !String(body.code).includes("while")
+      )
+        .map((body) => (body.ext as { space_id: string }).space_id),
+    );
+    assert.deepEqual([...normal].sort(), ["h-normal-0", "h-normal-1", "h-normal-2"]);
+  } finally {
+    await server.server.shutdown();
   }
 });
 
