@@ -53,10 +53,13 @@ export async function startContextFloor(
 }
 
 /**
- * Starts the Python fork floor (baselines/fork_floor_server.ts): an HTTP front handing every
- * request to one warm `python` that forks a child per run.
+ * Starts the Python fork floor (baselines/fork_floor_server.ts): an HTTP front handing the
+ * requests round-robin to warm `python` interpreters, one per core by default (`parents`),
+ * that fork a child per run.
  */
-export function startForkFloor(options: { python: string }): Promise<RunningServer> {
+export function startForkFloor(
+  options: { python: string; parents?: number },
+): Promise<RunningServer> {
   return startServer({
     cpuGroup: "own",
     name: "python fork floor",
@@ -66,7 +69,10 @@ export function startForkFloor(options: { python: string }): Promise<RunningServ
       "--no-prompt",
       new URL("fork_floor_server.ts", BASELINES).pathname,
     ],
-    env: { BENCH_PYTHON: options.python },
+    env: {
+      BENCH_PYTHON: options.python,
+      BENCH_PARENTS: String(options.parents ?? navigator.hardwareConcurrency),
+    },
   });
 }
 

@@ -1,13 +1,19 @@
 /**
  * The Python fork floor: what a Python run costs at best on this machine behind HTTP. A Hono
- * route on `Deno.serve` (as the no-op floor) hands each request to one warm interpreter
+ * route on `Deno.serve` (as the no-op floor) hands each request to a warm interpreter
  * (fork_floor.py: the service's Python, with the modules the service preloads, its heap
  * frozen) over its stdin, as a length-prefixed JSON frame; the interpreter forks a child per
  * request that runs the code with `input` and `return_val`, its output captured through
- * pipes, and answers on its stdout. Runs overlap: the interpreter forks each job as soon as
- * it arrives. The answer has the contract's shape, `ret_val` resolved with the service's rules.
+ * pipes, and answers on its stdout. Runs overlap: an interpreter forks each job as soon as it
+ * arrives. The answer has the contract's shape, `ret_val` resolved with the service's rules.
  *
- * Listens on `FAAS_HOST`:`FAAS_PORT`; `BENCH_PYTHON` names the interpreter.
+ * A fork is work of the parent (it copies the parent's page tables, ≈ 20–35 ms here where a
+ * page fault costs ≈ 3 µs), so one parent forks one child at a time; the service forks from
+ * one zygote per slot, in parallel. The floor runs one interpreter per core and hands them
+ * requests round-robin.
+ *
+ * Listens on `FAAS_HOST`:`FAAS_PORT`; `BENCH_PYTHON` names the interpreter, `BENCH_PARENTS`
+ * how many run (default: one per core).
  *
  * @module
  */
@@ -21,18 +27,25 @@ type Answer = Pick<FloorRun, "status" | "stdout" | "stderr" | "explicit" | "retu
 };
 
 const python = Deno.env.get("BENCH_PYTHON") ?? "python3";
-const child = new Deno.Command(python, {
-  args: ["-I", new URL("./fork_floor.py", import.meta.url).pathname],
-  stdin: "piped",
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const writer = child.stdin.getWriter();
+const count = Number(Deno.env.get("BENCH_PARENTS") ?? navigator.hardwareConcurrency);
+if (!Number.isInteger(count) || count < 1) {
+  console.error(`fork floor: expected BENCH_PARENTS to be a positive integer, got ${count}`);
+  Deno.exit(2);
+}
+const parents = Array.from({ length: count }, () => {
+  const child = new Deno.Command(python, {
+    args: ["-I", new URL("./fork_floor.py", import.meta.url).pathname],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  return { child, writer: child.stdin.getWriter() };
+});
 const waiting = new Map<number, (answer: Answer) => void>();
 let nextId = 0;
 
-/** Reads the interpreter's answer frames and settles the requests waiting for them. */
-async function readAnswers(): Promise<void> {
+/** Reads an interpreter's answer frames and settles the requests waiting for them. */
+async function readAnswers(child: Deno.ChildProcess): Promise<void> {
   let buffer = new Uint8Array(0);
   for await (const chunk of child.stdout) {
     const joined = new Uint8Array(buffer.length + chunk.length);
@@ -68,7 +81,7 @@ app.post("/run_code", async (c) => {
   const frame = new Uint8Array(4 + data.length);
   new DataView(frame.buffer).setUint32(0, data.length);
   frame.set(data, 4);
-  await writer.write(frame);
+  await parents[id % parents.length].writer.write(frame);
   const answer = await promise;
   return c.json(runAnswer({
     ...answer,
@@ -79,21 +92,25 @@ app.post("/run_code", async (c) => {
   }, "fork-floor"));
 });
 
-const reading = readAnswers();
+const reading = Promise.all(parents.map(({ child }) => readAnswers(child)));
 const server = Deno.serve({
   hostname: Deno.env.get("FAAS_HOST") ?? "127.0.0.1",
   port: Number(Deno.env.get("FAAS_PORT") ?? "0"),
   onListen: () => {},
 }, app.fetch);
 Deno.addSignalListener("SIGTERM", () => server.shutdown());
-// The interpreter ending first (it failed) ends the server too: it could answer nothing.
-child.status.then((status) => {
-  if (!status.success) {
-    console.error(`fork floor: the interpreter exited with code ${status.code}`);
-    Deno.exit(3);
-  }
-});
+// An interpreter ending first (it failed) ends the server too: its requests would hang.
+for (const { child } of parents) {
+  child.status.then((status) => {
+    if (!status.success) {
+      console.error(`fork floor: an interpreter exited with code ${status.code}`);
+      Deno.exit(3);
+    }
+  });
+}
 await server.finished;
-await writer.close();
-await child.status;
+for (const { child, writer } of parents) {
+  await writer.close();
+  await child.status;
+}
 await reading;
