@@ -97,9 +97,6 @@ const QUICK: Plan = {
   poolWaitMs: 10_000,
 };
 
-/** The service's entry with `FAAS_PYTHON_PRELOAD` handed to the Python runtime. */
-const PRELOAD_MAIN = new URL("./preload_main.ts", import.meta.url).pathname;
-
 const LANGUAGE_FLAGS: Record<string, BenchLanguage> = {
   js: "javascript",
   javascript: "javascript",
@@ -1123,7 +1120,7 @@ class Bench {
     const name = `service (FAAS_PYTHON_PRELOAD=${env.FAAS_PYTHON_PRELOAD})`;
     let server: RunningServer;
     try {
-      ({ server } = await startService(PRELOAD_MAIN, {
+      ({ server } = await startService(this.flags.main, {
         languages: ["python"],
         env,
         notes: this.results.notes,

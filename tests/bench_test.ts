@@ -10,7 +10,6 @@
 import assert from "node:assert/strict";
 import { measureBootFloor } from "../bench/boot_floor.ts";
 import { CpuGroup } from "../bench/cpu_group.ts";
-import { preloadList, preloadRegistrations } from "../bench/preload_main.ts";
 import { checkRunSucceeded, runLoad } from "../bench/load.ts";
 import {
   descendants,
@@ -52,8 +51,6 @@ import {
   zipfTenants,
 } from "../bench/tenants.ts";
 import { seededRandom, zipfSampler, zipfWeights } from "../bench/zipf.ts";
-import { CONFIG_VARIABLES } from "../src/config.ts";
-import { DEFAULT_REGISTRATIONS } from "../src/runtimes.ts";
 
 Deno.test("percentile interpolates between ranks and handles the edges", () => {
   const sorted = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
@@ -840,20 +837,4 @@ Deno.test("the python fork floor runs overlapping programs in forked children", 
     const stopped = await server.stop();
     assert.deepEqual(stopped.leftovers, 0);
   }
-});
-
-Deno.test("preloadList and preloadRegistrations hand FAAS_PYTHON_PRELOAD to the runtime", () => {
-  assert.deepEqual(preloadList(" numpy, ,pandas "), ["numpy", "pandas"]);
-  assert.deepEqual(preloadList(undefined), []);
-  assert.deepEqual(preloadRegistrations([]), DEFAULT_REGISTRATIONS);
-  const registrations = preloadRegistrations(["numpy"]);
-  assert.deepEqual(
-    registrations.map((r) => r.languages),
-    DEFAULT_REGISTRATIONS.map((r) => r.languages),
-  );
-  const python = registrations.findIndex((r) => r.languages.includes("python"));
-  const changed = registrations[python] !== DEFAULT_REGISTRATIONS[python];
-  // Where the configuration reads the variable itself, the registrations stay as they are.
-  assert.deepEqual(changed, !CONFIG_VARIABLES.includes("FAAS_PYTHON_PRELOAD"));
-  assert.ok(registrations.every((r, i) => i === python || r === DEFAULT_REGISTRATIONS[i]));
 });
