@@ -160,6 +160,13 @@ export class SandboxPool<S extends Sandbox> {
     return active;
   }
 
+  /** Sandboxes bound to `tenant` now, leased or idle. */
+  heldBy(tenant: string): number {
+    let held = 0;
+    for (const entry of this.#entries.values()) if (entry.tenant === tenant) held++;
+    return held;
+  }
+
   /** True unless the last boots kept failing. */
   healthy(): boolean {
     return !this.#closed && this.#bootFailures < 3;

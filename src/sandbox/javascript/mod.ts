@@ -263,13 +263,12 @@ class JavaScriptRuntime implements Runtime {
       }
     }
     pool.release(runner, result.reusable);
-    // A runner that served its first run boots the worker for its tenant's next runs while the
-    // machine has a core to spare.
-    if (
-      result.reusable && runner.runs === 1 && pool.active < (navigator.hardwareConcurrency ?? 1)
-    ) {
-      runner.prepare();
-    }
+    // A runner that served its first run boots the worker for its tenant's next runs: at once
+    // when the tenant keeps several runners busy (its next runs are coming), else while the
+    // machine has a core to spare. Otherwise the boot waits for the tenant's next run.
+    const bursting = job.tenant !== undefined && pool.heldBy(job.tenant) > 1;
+    const spareCore = pool.active < (navigator.hardwareConcurrency ?? 1);
+    if (result.reusable && runner.runs === 1 && (bursting || spareCore)) runner.prepare();
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr, retVal } = result.outcome;

@@ -53,6 +53,12 @@ export interface ReadyFrame {
   t: "ready";
 }
 
+/** Runner → host: the worker for later runs, asked for by a prepare frame, has booted. */
+export interface PreparedFrame {
+  /** Frame type. */
+  t: "prepared";
+}
+
 /**
  * Runner → host: the runner received the run and is about to hand it to a worker. Until it
  * arrives no user code of that run can have started, so a runner dying before it is a start
@@ -106,7 +112,13 @@ export interface StoppedFrame {
 }
 
 /** Every frame a runner may send. */
-export type RunnerFrame = ReadyFrame | AckFrame | OutputFrame | DoneFrame | StoppedFrame;
+export type RunnerFrame =
+  | ReadyFrame
+  | PreparedFrame
+  | AckFrame
+  | OutputFrame
+  | DoneFrame
+  | StoppedFrame;
 
 /** Largest frame either side accepts, in bytes. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -169,6 +181,8 @@ export function parseRunnerFrame(body: string): RunnerFrame {
   switch (frame.t) {
     case "ready":
       return { t: "ready" };
+    case "prepared":
+      return { t: "prepared" };
     case "out":
       if (!isRunId(frame.id) || (frame.fd !== 1 && frame.fd !== 2)) break;
       if (typeof frame.data !== "string") break;

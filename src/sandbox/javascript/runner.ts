@@ -107,7 +107,8 @@ async function onFrame(frame: HostFrame | undefined): Promise<void> {
       send({ t: "stopped", id: frame.id });
       return;
     case "prepare":
-      startKept();
+      await startKept().booted;
+      send({ t: "prepared" });
       return;
   }
 }

@@ -154,7 +154,13 @@ export class JsRunner implements Sandbox {
 
   /** Asks the runner to boot its worker for later runs while it waits. */
   prepare(): void {
-    if (!this.#dead && !this.#active) this.#write({ t: "prepare" });
+    if (this.#dead || this.#active) return;
+    // The boot keeps a core busy while the runner is idle: the idle watch waits for its end
+    // (or gives up on it after the boot timeout), then starts over from there.
+    clearTimeout(this.#idleWatch);
+    this.#idleWatch = setTimeout(() => this.kill(), this.#options.bootTimeoutMs ?? 10_000);
+    Deno.unrefTimer(this.#idleWatch);
+    this.#write({ t: "prepare" });
   }
 
   /**
@@ -241,6 +247,10 @@ export class JsRunner implements Sandbox {
   #onFrame(frame: RunnerFrame): void {
     if (frame.t === "ready") {
       this.#ready.resolve();
+      return;
+    }
+    if (frame.t === "prepared") {
+      if (!this.#active) this.#watchIdle();
       return;
     }
     const active = this.#active;
