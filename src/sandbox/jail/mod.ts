@@ -137,36 +137,54 @@ const TOKEN_BYTES = 16;
 const TOKEN_LINE = TOKEN_BYTES * 2 + 1;
 const MAX_EVENT_LINE = 64 * 1024;
 
-/** A running jailer and its socket. */
+/** Time between two pings of the jailer. */
+const PING_INTERVAL_MS = 2_000;
+/** A jailer that has not answered a ping for this long is taken for hung, and replaced. */
+const PING_TIMEOUT_MS = 6_000;
+/** Waits before starting a jailer again after one died: doubling from the first to the last. */
+const RESTART_DELAYS_MS = [100, 5_000] as const;
+
+/**
+ * The jail of one runtime: its socket, and a jailer process kept alive. A jailer that dies or
+ * stops answering (killed, stopped, starved) is replaced: the sandboxes it started die with it
+ * (the kernel kills them when their parent dies), their runs are answered by their runtimes as
+ * crashed, and new sandboxes start in the new jailer, in the same slots and layers.
+ */
 export class Jail {
   /** The layers active for this jail's sandboxes. */
   readonly layers: Record<string, boolean>;
-  /** Settles once the jailer is gone. */
+  /** Settles once the jail is closed and its last jailer gone. */
   readonly closed: Promise<void>;
-  #child: Deno.ChildProcess;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #listener: Deno.UnixListener;
+  #dirs: JailDirs;
   #options: JailOptions;
+  #listener: Deno.UnixListener;
+  #jailer: Jailer | undefined;
+  /** Settles with the next jailer while none runs. */
+  #next = Promise.withResolvers<Jailer>();
+  #failedStarts = 0;
+  #closing = false;
   #nextId = 1;
   #byId = new Map<number, Pending>();
   #byToken = new Map<string, Pending>();
-  #alive = true;
-  #stderrTail = "";
+  #pinger: ReturnType<typeof setInterval>;
+  #unanswered: { id: number; since: number } | undefined;
 
   private constructor(
-    child: Deno.ChildProcess,
-    listener: Deno.UnixListener,
+    dirs: JailDirs,
     options: JailOptions,
-    ready: { layers: Record<string, boolean>; events: AsyncIterator<Record<string, unknown>> },
+    listener: Deno.UnixListener,
+    first: Jailer,
   ) {
-    this.#child = child;
-    this.#listener = listener;
+    this.#dirs = dirs;
     this.#options = options;
-    this.layers = ready.layers;
-    this.#writer = child.stdin.getWriter();
-    this.#writer.closed.catch(() => {});
+    this.#listener = listener;
+    this.layers = first.layers;
+    this.#next.promise.catch(() => {});
+    this.#adopt(first);
     this.#acceptLoop();
-    this.closed = this.#eventLoop(ready.events).finally(() => this.#onClosed());
+    this.#pinger = setInterval(() => this.#ping(), PING_INTERVAL_MS);
+    Deno.unrefTimer(this.#pinger);
+    this.closed = this.#keepAlive();
   }
 
   /** Starts a jailer for `options` in `dirs` and waits for its probe of the host. */
@@ -176,70 +194,22 @@ export class Jail {
     const listener = Deno.listen({ transport: "unix", path: socketPath });
     // Sandboxes of unprivileged uids connect to it; the token says which is which.
     await Deno.chmod(socketPath, 0o666);
-    const config = {
-      name: options.name,
-      debug: options.debug ?? false,
-      socket: socketPath,
-      mount_point: dirs.mountPoint,
-      max_slots: options.maxSlots,
-      memory_bytes: options.memoryBytes,
-      max_pids: options.maxPids,
-      cpu_weight: options.cpuWeight,
-      tmp_bytes: options.tmpBytes,
-      tmp_inodes: options.tmpInodes,
-      limits: options.limits,
-      // Zygotes connect before they enter their root; programs connect from inside it.
-      binds: options.zygote ? options.binds : [[dirs.runDir, JAIL_RUN_DIR], ...options.binds],
-      layers_off: [...(options.layersOff ?? [])],
-      zygote: options.zygote ?? null,
-      // Programs connect back with a unix socket of their own; zygotes before their jail.
-      unix_sockets: options.zygote === undefined,
-      netns_ahead: options.netnsAhead ?? 2,
-    };
-    let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(options.python, {
-        args: ["-I", `${dirs.packageDir}/faas_jail/__main__.py`, JSON.stringify(config)],
-        clearEnv: true,
-        env: {},
-        cwd: "/",
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      return new Jail(dirs, options, listener, await Jailer.start(dirs, options, socketPath));
     } catch (error) {
       listener.close();
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new Error(`cannot start the sandbox jailer with ${options.python}: ${reason}`);
+      throw error;
     }
-    const events = eventLines(child.stdout);
-    const stderr = tail(child.stderr, options.debug);
-    const first = await events.next().catch(() => undefined);
-    if (!first || first.done || first.value.ev !== "ready") {
-      listener.close();
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await child.status;
-      const why = (await stderr.done).trim().split("\n").slice(-3).join(" | ");
-      throw new Error(`the sandbox jailer did not start${why ? `: ${why}` : ""}`);
-    }
-    const layers = first.value.layers as Record<string, boolean>;
-    const jail = new Jail(child, listener, options, { layers, events });
-    stderr.done.then((text) => jail.#stderrTail = text);
-    return jail;
   }
 
-  /** True until the jailer is gone. */
+  /** True until the jail is closed, unless its jailer cannot be started again. */
   get alive(): boolean {
-    return this.#alive;
+    return !this.#closing && (this.#jailer !== undefined || this.#failedStarts < 3);
   }
 
   /** Starts a sandbox in a free slot; resolves once it has connected back. */
   spawn(request: SpawnRequest): Promise<JailedProcess> {
-    if (!this.#alive) return Promise.reject(new Error("the sandbox jailer is gone"));
+    if (this.#closing) return Promise.reject(new Error("the sandbox jail is closed"));
     const id = this.#nextId++;
     const token = randomToken();
     const pending: Pending = {
@@ -253,8 +223,9 @@ export class Jail {
     this.#byToken.set(token, pending);
     const timeout = this.#options.connectTimeoutMs ?? 10_000;
     const timer = setTimeout(() => {
-      this.#send({ op: "kill", id });
+      this.#jailer?.send({ op: "kill", id });
       pending.ready.reject(new Error(`the sandbox did not connect within ${timeout} ms`));
+      pending.exit.resolve({ signal: 9, oom: false });
     }, timeout);
     pending.ready.promise.finally(() => clearTimeout(timer)).catch(() => {});
     pending.exit.promise.then((exit) => {
@@ -264,58 +235,91 @@ export class Jail {
       const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
       pending.ready.reject(new Error(`the sandbox ended before it connected (${how})`));
     });
-    if (request.kind === "program") {
-      this.#send({
+    const spawn = request.kind === "program"
+      ? {
         op: "spawn",
         id,
         token,
         argv: request.argv(token),
         env: request.env,
         ...(request.trusted ? { trusted: true, writable: request.trusted.writable } : {}),
-      });
-    } else {
-      this.#send({ op: "zygote", id, token });
-    }
+      }
+      : { op: "zygote", id, token };
+    // While a jailer is being replaced, the request waits for the new one (within its timeout).
+    const jailer = this.#jailer;
+    if (jailer) jailer.send(spawn);
+    else this.#next.promise.then((next) => next.send(spawn), () => {});
     return pending.ready.promise;
   }
 
   /** Ends every sandbox and the jailer, and waits for them. */
   async close(): Promise<void> {
-    this.#alive = false;
-    await this.#writer.close().catch(() => {});
-    const timer = setTimeout(() => this.#killJailer(), 5_000);
+    this.#closing = true;
+    clearInterval(this.#pinger);
+    this.#next.reject(new Error("the sandbox jail is closed"));
+    this.#jailer?.close();
     await this.closed;
-    clearTimeout(timer);
   }
 
-  #send(request: Record<string, unknown>): void {
-    if (!this.#alive) return;
-    const line = new TextEncoder().encode(JSON.stringify(request) + "\n");
-    this.#writer.write(line).catch(() => this.#killJailer());
-  }
-
-  #killJailer(): void {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-
-  async #eventLoop(events: AsyncIterator<Record<string, unknown>>): Promise<void> {
-    try {
-      for (;;) {
-        const next = await events.next();
-        if (next.done) break;
-        this.#onEvent(next.value);
+  /** Runs jailers one after another until the jail closes. */
+  async #keepAlive(): Promise<void> {
+    let delay: number = RESTART_DELAYS_MS[0];
+    while (this.#jailer) {
+      await this.#jailer.exited;
+      const why = this.#jailer.lastWords();
+      this.#jailer = undefined;
+      this.#unanswered = undefined;
+      // Its sandboxes died with it.
+      for (const pending of this.#byId.values()) {
+        pending.ready.reject(new Error(`the sandbox jailer is gone${why ? `: ${why}` : ""}`));
+        pending.exit.resolve({ signal: 9, oom: false });
       }
-    } catch {
-      this.#killJailer();
+      while (!this.#closing && !this.#jailer) {
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        if (this.#closing) break;
+        try {
+          const socketPath = `${this.#dirs.runDir}/${SOCKET_NAME}`;
+          this.#adopt(await Jailer.start(this.#dirs, this.#options, socketPath));
+          delay = RESTART_DELAYS_MS[0];
+        } catch {
+          this.#failedStarts++;
+          delay = Math.min(delay * 2, RESTART_DELAYS_MS[1]);
+        }
+      }
     }
-    await this.#child.status;
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  #adopt(jailer: Jailer): void {
+    this.#jailer = jailer;
+    this.#failedStarts = 0;
+    jailer.onEvent = (event) => this.#onEvent(event);
+    this.#next.resolve(jailer);
+    this.#next = Promise.withResolvers<Jailer>();
+    this.#next.promise.catch(() => {});
+  }
+
+  /** Pings the jailer; one that left the last ping unanswered too long is killed. */
+  #ping(): void {
+    const jailer = this.#jailer;
+    if (!jailer || this.#closing) return;
+    if (this.#unanswered) {
+      if (performance.now() - this.#unanswered.since > PING_TIMEOUT_MS) jailer.kill();
+      return;
+    }
+    this.#unanswered = { id: this.#nextId++, since: performance.now() };
+    jailer.send({ op: "ping", id: this.#unanswered.id });
   }
 
   #onEvent(event: Record<string, unknown>): void {
+    if (event.ev === "pong") {
+      if (this.#unanswered?.id === event.id) this.#unanswered = undefined;
+      return;
+    }
     const pending = this.#byId.get(Number(event.id));
     if (!pending) return;
     switch (event.ev) {
@@ -340,7 +344,7 @@ export class Jail {
 
   #maybeReady(pending: Pending): void {
     if (pending.pid === undefined || !pending.conn) return;
-    const kill = () => this.#send({ op: "kill", id: pending.id });
+    const kill = () => this.#jailer?.send({ op: "kill", id: pending.id });
     pending.ready.resolve({
       id: pending.id,
       pid: pending.pid,
@@ -357,7 +361,7 @@ export class Jail {
       try {
         conn = await this.#listener.accept();
       } catch {
-        if (!this.#alive) return;
+        if (this.#closing) return;
         continue;
       }
       this.#identify(conn);
@@ -389,19 +393,140 @@ export class Jail {
     pending.conn = conn;
     this.#maybeReady(pending);
   }
+}
 
-  #onClosed(): void {
-    this.#alive = false;
+/** One jailer process: its requests (stdin) and events (stdout), one JSON object per line. */
+class Jailer {
+  /** The layers it found active. */
+  readonly layers: Record<string, boolean>;
+  /** Settles once its events ended and the process exited. */
+  readonly exited: Promise<void>;
+  /** Told every event after `ready`. */
+  onEvent: (event: Record<string, unknown>) => void = () => {};
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #stderr: { done: Promise<string> };
+  #stderrTail = "";
+  #open = true;
+
+  private constructor(
+    child: Deno.ChildProcess,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    stderr: { done: Promise<string> },
+    ready: { layers: Record<string, boolean>; events: AsyncIterator<Record<string, unknown>> },
+  ) {
+    this.#child = child;
+    this.#writer = writer;
+    this.#stderr = stderr;
+    this.layers = ready.layers;
+    stderr.done.then((text) => this.#stderrTail = text);
+    this.exited = this.#eventLoop(ready.events);
+  }
+
+  /** Starts a jailer and waits for its probe of the host (its `ready` event). */
+  static async start(dirs: JailDirs, options: JailOptions, socketPath: string): Promise<Jailer> {
+    const config = {
+      name: options.name,
+      debug: options.debug ?? false,
+      socket: socketPath,
+      mount_point: dirs.mountPoint,
+      max_slots: options.maxSlots,
+      memory_bytes: options.memoryBytes,
+      max_pids: options.maxPids,
+      cpu_weight: options.cpuWeight,
+      tmp_bytes: options.tmpBytes,
+      tmp_inodes: options.tmpInodes,
+      limits: options.limits,
+      // Zygotes connect before they enter their root; programs connect from inside it.
+      binds: options.zygote ? options.binds : [[dirs.runDir, JAIL_RUN_DIR], ...options.binds],
+      layers_off: [...(options.layersOff ?? [])],
+      zygote: options.zygote ?? null,
+      // Programs connect back with a unix socket of their own; zygotes before their jail.
+      unix_sockets: options.zygote === undefined,
+      netns_ahead: options.netnsAhead ?? 2,
+    };
+    let child: Deno.ChildProcess;
     try {
-      this.#listener.close();
+      // Sandboxes inherit the jailer's command line and read it: it names no host path, and
+      // the config (paths of the host) goes on stdin. -B: the copy of the packages is new at
+      // every start, a bytecode cache in it is waste.
+      child = new Deno.Command(options.python, {
+        args: ["-I", "-B", "faas_jail/__main__.py"],
+        clearEnv: true,
+        env: {},
+        cwd: dirs.packageDir,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(`cannot start the sandbox jailer with ${options.python}: ${reason}`);
+    }
+    const writer = child.stdin.getWriter();
+    writer.closed.catch(() => {});
+    writer.write(new TextEncoder().encode(JSON.stringify(config) + "\n")).catch(() => {});
+    const events = eventLines(child.stdout);
+    const stderr = tail(child.stderr, options.debug);
+    const first = await events.next().catch(() => undefined);
+    if (!first || first.done || first.value.ev !== "ready") {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await child.status;
+      const why = (await stderr.done).trim().split("\n").slice(-3).join(" | ");
+      throw new Error(`the sandbox jailer did not start${why ? `: ${why}` : ""}`);
+    }
+    const layers = first.value.layers as Record<string, boolean>;
+    return new Jailer(child, writer, stderr, { layers, events });
+  }
+
+  /** Sends one request; a jailer that stopped reading is killed. */
+  send(request: Record<string, unknown>): void {
+    if (!this.#open) return;
+    const line = new TextEncoder().encode(JSON.stringify(request) + "\n");
+    this.#writer.write(line).catch(() => this.kill());
+  }
+
+  /** Asks it to end every sandbox and exit (closes its stdin); kills it after 5 s. */
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#writer.close().catch(() => {});
+    const timer = setTimeout(() => this.kill(), 5_000);
+    this.exited.finally(() => clearTimeout(timer));
+  }
+
+  /** Kills it at once; its sandboxes die with it. */
+  kill(): void {
+    this.#open = false;
+    try {
+      this.#child.kill("SIGKILL");
     } catch {
-      // already closed
+      // already gone
     }
-    const why = this.#stderrTail.trim().split("\n").pop();
-    for (const pending of this.#byId.values()) {
-      pending.ready.reject(new Error(`the sandbox jailer is gone${why ? `: ${why}` : ""}`));
-      pending.exit.resolve({ signal: 9, oom: false });
+  }
+
+  /** The last line it wrote on stderr, once it is gone. */
+  lastWords(): string | undefined {
+    return this.#stderrTail.trim().split("\n").pop() || undefined;
+  }
+
+  async #eventLoop(events: AsyncIterator<Record<string, unknown>>): Promise<void> {
+    try {
+      for (;;) {
+        const next = await events.next();
+        if (next.done) break;
+        this.onEvent(next.value);
+      }
+    } catch {
+      this.kill();
     }
+    this.#open = false;
+    await this.#child.status;
+    await Promise.race([this.#stderr.done, new Promise((resolve) => setTimeout(resolve, 100))]);
   }
 }
 
