@@ -139,6 +139,11 @@ ENV DENO_DIR=/deno-dir \
 #                               open-file limit, leaving descriptors for the sandboxes
 #   FAAS_IDLE_TIMEOUT=30000     ms a connection may go without a request under way (a new one must
 #                               send its request head by then); also the most a body may stall
+#   FAAS_TENANT_HASH_KEY=       key of the tenant's hash in traces; the same on every replica groups
+#                               a tenant's traces across them (default: a random key per process)
+# Tracing, through Deno's built-in OpenTelemetry (README.md#observability), e.g.:
+#   OTEL_DENO=true OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
+#   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (or http/json) OTEL_SERVICE_NAME=faas-sandbox
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

@@ -23,6 +23,7 @@ import {
 } from "./http/docs.ts";
 import { errorHandler, HttpError, invalidRequest } from "./http/errors.ts";
 import { jsonBody } from "./http/json_body.ts";
+import { requestSpan } from "./http/request_span.ts";
 import { apiRoutes, isOpenPath } from "./http/routes.ts";
 import { canonicalLanguage } from "./languages.ts";
 import type { Logger } from "./log.ts";
@@ -36,6 +37,7 @@ import {
   SchedulerRejection,
 } from "./scheduler.ts";
 import { errorDetails, type RunResponse } from "./schemas.ts";
+import { DISABLED_TRACING, type Tracing } from "./tracing.ts";
 
 /** What the app serves from. */
 export interface AppOptions {
@@ -51,6 +53,8 @@ export interface AppOptions {
   version: string;
   /** True once the service is shutting down. */
   isDraining: () => boolean;
+  /** Where runs are traced; default nowhere. */
+  tracing?: Tracing;
 }
 
 type Routes = ReturnType<typeof apiRoutes>;
@@ -82,6 +86,8 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
     },
   });
   app.use(requestId({ limitLength: REQUEST_ID_MAX_LENGTH }), accessLog(logger));
+  const tracing = options.tracing ?? DISABLED_TRACING;
+  if (tracing.enabled) app.use(requestSpan(tracing));
   app.use(methodNotAllowed({ app, onMethodNotAllowed: wrongMethod }));
   if (config.apiKey !== undefined) app.use(apiKey(config.apiKey, { isOpen: isOpenPath }));
 
@@ -104,15 +110,18 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
 /** POST /run_code: the request to the scheduler, its result to the contract's answer. */
 function runCode(options: AppOptions): RouteHandler<Routes["runCode"], AppEnv> {
   const { config, scheduler, metrics } = options;
+  const tracing = options.tracing ?? DISABLED_TRACING;
   return async (c) => {
     const body = c.req.valid("json");
     const language = canonicalLanguage(body.language)!;
     const tenant = body.ext?.space_id;
     const taskId = crypto.randomUUID();
     const timeoutMs = body.timeout ?? config.timeoutMs;
+    const priority = body.priority ?? "normal";
     const log = c.get("log");
     Object.assign(log, { taskId, tenant, language });
     if (config.debug) log.debug = { code: body.code, input: body.input };
+    const submittedAt = performance.now();
     const result = await scheduler.submit({
       taskId,
       requestId: c.get("requestId"),
@@ -121,10 +130,22 @@ function runCode(options: AppOptions): RouteHandler<Routes["runCode"], AppEnv> {
       timeoutMs,
       input: body.input,
       tenant,
-      priority: body.priority ?? "normal",
+      priority,
     }, { signal: c.req.raw.signal }).catch(refused);
     const { outcome, queueTimeMs, attempts } = result;
     metrics.recordRun(language, outcome.status, { durationMs: outcome.durationMs, queueTimeMs });
+    tracing.recordRun({
+      taskId,
+      language,
+      priority,
+      tenant,
+      outcome,
+      queueTimeMs,
+      attempts,
+      submittedAt,
+      startedAt: result.startedAt,
+      answeredAt: performance.now(),
+    });
     Object.assign(log, {
       status: outcome.status,
       durationMs: outcome.durationMs,
