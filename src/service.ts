@@ -124,6 +124,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     instances: () =>
       runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
     connections: () => server.stats(),
+    executionsInFlight: () => scheduler.stats().runningTasks,
+    limits: { executionSlots: config.maxInstances, queueCapacity: config.queueLimit },
   });
   const address = server.addr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;

@@ -317,6 +317,8 @@ Deno.test("a bug of ours is a 500 without internals", async () => {
   const body = await expectError(response, 500);
   assert(!JSON.stringify(body).includes("secret.ts"));
   assert(s.errors.some((record) => String(record.error).includes("secret.ts")), "logged");
+  const metrics = await (await fetch(s.url + "/metrics")).text();
+  assertStringIncludes(metrics, 'faas_rejected_requests_total{reason="internal_error"} 1');
 });
 
 Deno.test("validate_code answers valid or the position of the problem", async () => {
@@ -438,6 +440,21 @@ Deno.test("metrics expose runs, rejections, instances and process metrics", asyn
   assertStringIncludes(text, 'faas_sandbox_start_seconds_count{language="python",outcome="ok"} 1');
   assertStringIncludes(text, "process_resident_memory_bytes");
   assert(!text.includes("tenant"), "no tenant label");
+});
+
+Deno.test("metrics show the execution slots and the queue beside their bounds", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "3", FAAS_QUEUE_LIMIT: "7" });
+  const scrape = async () => await (await fetch(s.url + "/metrics")).text();
+  const idle = await scrape();
+  assertStringIncludes(idle, "faas_execution_slots 3");
+  assertStringIncludes(idle, "faas_queue_capacity 7");
+  assertStringIncludes(idle, "faas_executions_in_flight 0");
+  const held = s.post("/run_code", { language: "js", code: "gate hold" });
+  await s.js.waitForStarts(1);
+  assertStringIncludes(await scrape(), "faas_executions_in_flight 1");
+  s.js.open("hold");
+  await (await held).body?.cancel();
+  assertStringIncludes(await scrape(), "faas_executions_in_flight 0");
 });
 
 Deno.test("openapi.json is a valid 3.1 document generated from the request schemas", async () => {
