@@ -178,7 +178,7 @@ Deno.test("a run's trace continues the caller's traceparent, with queue and run 
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
     OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
     OTEL_SERVICE_NAME: "faas-sandbox-test",
-    // Export within 100 ms of a span's end instead of 1 s.
+    // Export within 100 ms of a span's end instead of 5 s (the default schedule).
     OTEL_BSP_SCHEDULE_DELAY: "100",
   });
   // The first run of a tenant boots its runner: run once so the traced run's parts are typical.
