@@ -83,9 +83,9 @@ class Receiver implements AsyncDisposable {
   async waitForTrace(
     traceId: string,
     complete: (spans: Span[]) => boolean,
-    timeoutMs = 20_000,
+    options: { timeoutMs?: number } = {},
   ): Promise<Span[]> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + (options.timeoutMs ?? 20_000);
     while (true) {
       const spans = this.spans.filter((span) => span.traceId === traceId);
       if (complete(spans)) return spans;
@@ -143,8 +143,9 @@ function callerContext(): { traceId: string; parentId: string; traceparent: stri
 async function runTraced(
   url: string,
   request: Record<string, unknown>,
-  traceparent: string,
+  options: { traceparent: string },
 ): Promise<RunAnswer> {
+  const { traceparent } = options;
   const response = await fetch(url + "/run_code", {
     method: "POST",
     headers: { "Content-Type": "application/json", traceparent },
@@ -189,7 +190,7 @@ Deno.test("a run's trace continues the caller's traceparent, with queue and run 
     language: "js",
     code: "console.log('hi'); return 42",
     ext: { space_id: TENANT },
-  }, ok.traceparent);
+  }, { traceparent: ok.traceparent });
   assertEquals(answer.metadata.status, "success");
   const spans = await receiver.waitForTrace(ok.traceId, runTraceComplete);
 
@@ -238,7 +239,7 @@ Deno.test("a run's trace continues the caller's traceparent, with queue and run 
     language: "js",
     code: "throw new Error('boom')",
     ext: { space_id: TENANT },
-  }, failing.traceparent);
+  }, { traceparent: failing.traceparent });
   assertEquals(thrown.metadata.status, "error");
   const failed = await receiver.waitForTrace(failing.traceId, runTraceComplete);
   const failedRun = failed.find((span) => span.name === SPAN_NAMES.run)!;
@@ -271,7 +272,7 @@ Deno.test("without OTEL_DENO nothing is exported and log lines carry no trace id
     const answer = await runTraced(
       service.url,
       { language: "js", code: "return 1" },
-      caller.traceparent,
+      { traceparent: caller.traceparent },
     );
     const line = await service.process.stdout.waitFor(
       (text) => text.includes(`"task_id":"${answer.metadata.task_id}"`),

@@ -56,7 +56,7 @@ export const PAGE_CACHE_CONTROL = "no-cache";
  * The page's Content-Security-Policy: scripts, styles, images and requests from this origin
  * only (Swagger UI sets inline styles; its CSS holds `data:` images).
  */
-export const PAGE_CONTENT_SECURITY_POLICY = [
+export const PAGE_CONTENT_SECURITY_POLICY: string = [
   "default-src 'none'",
   "script-src 'self'",
   "style-src 'self' 'unsafe-inline'",
