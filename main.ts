@@ -50,10 +50,7 @@ export async function main(options: MainOptions = {}): Promise<void> {
   const stop = async () => {
     if (stopRequested.signal.aborted) return;
     stopRequested.abort();
-    if (service) {
-      await service.shutdown();
-      Deno.exit(0);
-    }
+    if (service) await shutdownAndExit(service, errorMessage);
   };
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
@@ -67,10 +64,20 @@ export async function main(options: MainOptions = {}): Promise<void> {
     if (stopRequested.signal.aborted) Deno.exit(0);
     fail(`cannot start: ${errorMessage(error)}`);
   }
-  if (stopRequested.signal.aborted) {
+  if (stopRequested.signal.aborted) await shutdownAndExit(service, errorMessage);
+}
+
+/** Shuts the service down and exits: 0, or 1 with one line on stderr when the shutdown failed. */
+async function shutdownAndExit(
+  service: Service,
+  errorMessage: (error: unknown) => string,
+): Promise<never> {
+  try {
     await service.shutdown();
-    Deno.exit(0);
+  } catch (error) {
+    fail(`shutdown failed: ${errorMessage(error)}`);
   }
+  Deno.exit(0);
 }
 
 /**

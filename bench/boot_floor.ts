@@ -13,6 +13,7 @@
  * @module
  */
 
+import type { CpuGroup } from "./cpu_group.ts";
 import type { LoadResult } from "./load.ts";
 import { summarize } from "./stats.ts";
 
@@ -47,21 +48,35 @@ export interface BootFloorOptions {
   loops?: number;
   /** Longest one boot may take before it is killed and counted as failed; defaults to 30 s. */
   bootTimeoutMs?: number;
+  /**
+   * A CPU cgroup every boot joins as soon as it is spawned (see cpu_group.ts), so the boots
+   * weigh as much as the service's runners on a busy machine.
+   */
+  cpuGroup?: CpuGroup;
 }
 
 const SAMPLE_CHARS = 300;
 
 /** One boot: `undefined` when the worker's message arrived, else the kind of failure. */
-async function boot(timeoutMs: number): Promise<{ kind: string; sample: string } | undefined> {
+async function boot(
+  timeoutMs: number,
+  group: CpuGroup | undefined,
+): Promise<{ kind: string; sample: string } | undefined> {
   let output: Deno.CommandOutput;
   try {
-    output = await new Deno.Command(Deno.execPath(), {
+    const child = new Deno.Command(Deno.execPath(), {
       args: [...BOOT_FLOOR_ARGS],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
       signal: AbortSignal.timeout(timeoutMs),
-    }).output();
+    }).spawn();
+    // Joined right after the spawn: a wrapper that joins first would add its own start to
+    // every boot. The boot's first instructions may run outside the group.
+    try {
+      group?.join(child.pid);
+    } catch { /* exited already */ }
+    output = await child.output();
   } catch (error) {
     return { kind: "spawn", sample: String(error) };
   }
@@ -89,7 +104,8 @@ export async function measureBootFloor(options: BootFloorOptions): Promise<LoadR
   if (!(options.durationMs >= 0)) {
     throw new RangeError(`durationMs must be a non-negative number, got ${options.durationMs}`);
   }
-  const warmups = await Promise.all(Array.from({ length: loops }, () => boot(timeoutMs)));
+  const group = options.cpuGroup;
+  const warmups = await Promise.all(Array.from({ length: loops }, () => boot(timeoutMs, group)));
   const failed = warmups.find((failure) => failure !== undefined);
   if (failed) throw new Error(`the warm-up boot failed (${failed.kind}): ${failed.sample}`);
 
@@ -103,7 +119,7 @@ export async function measureBootFloor(options: BootFloorOptions): Promise<LoadR
     while (performance.now() < deadline) {
       sent++;
       const t0 = performance.now();
-      const failure = await boot(timeoutMs);
+      const failure = await boot(timeoutMs, group);
       if (failure === undefined) {
         latencies.push(performance.now() - t0);
         continue;

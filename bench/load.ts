@@ -61,8 +61,17 @@ export function checkRunSucceeded(answer: unknown): string | undefined {
   return undefined;
 }
 
-/** Sends a closed loop of POST requests with JSON bodies to `url` and summarizes them. */
-export async function runLoad(url: string, options: LoadOptions): Promise<LoadResult> {
+/**
+ * Sends a closed loop of POST requests with JSON bodies to `url` and summarizes them. Given
+ * several URLs (servers that share the load), the `index`-th request goes to
+ * `url[index % url.length]`: round-robin.
+ */
+export async function runLoad(
+  url: string | readonly string[],
+  options: LoadOptions,
+): Promise<LoadResult> {
+  const urls = typeof url === "string" ? [url] : url;
+  if (urls.length === 0) throw new RangeError("expected at least one url");
   const { concurrency, durationMs, requests } = options;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new RangeError(`concurrency must be a positive integer, got ${concurrency}`);
@@ -94,7 +103,7 @@ export async function runLoad(url: string, options: LoadOptions): Promise<LoadRe
       const payload = JSON.stringify(options.body(index));
       const t0 = performance.now();
       try {
-        const response = await fetch(url, {
+        const response = await fetch(urls[index % urls.length], {
           method: "POST",
           headers: { "content-type": "application/json" },
           body: payload,

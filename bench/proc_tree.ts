@@ -1,5 +1,5 @@
 /**
- * Memory of a process and all its descendants, read from Linux `/proc`.
+ * Memory and CPU time of a process and all its descendants, read from Linux `/proc`.
  *
  * A sandbox service is more than its own process: runner processes and fork servers count.
  * Descendants are found by walking parent ids (`/proc/<pid>/stat`), which still links
@@ -98,6 +98,34 @@ export function treeMemory(root: number): TreeMemory {
     processes++;
   }
   return { rssBytes, processes };
+}
+
+/** Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux). */
+const TICKS_PER_S = 100;
+
+/**
+ * CPU time of one process so far, in ms: its own (user and system) and that of the children
+ * it reaped; 0 when it is gone.
+ */
+function cpuMsOf(pid: number): number {
+  let stat: string;
+  try {
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return 0;
+  }
+  // Fields from the state (field 3) on: utime, stime, cutime, cstime are fields 14-17.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i] ?? 0), 0);
+  return (ticks * 1000) / TICKS_PER_S;
+}
+
+/**
+ * CPU time used so far by `root` and its live descendants, in ms (10 ms resolution). Work of
+ * a process that exited counts once its parent in the tree reaped it.
+ */
+export function treeCpuMs(root: number): number {
+  return [root, ...descendants(root)].reduce((sum, pid) => sum + cpuMsOf(pid), 0);
 }
 
 /** Peak and last sample of a {@link MemorySampler}. */

@@ -13,6 +13,9 @@ import type { BenchLanguage, ProgramKind, Tenancy } from "./programs.ts";
 export type Scenario =
   | "sequential"
   | "throughput"
+  | "zipf"
+  | "hostile"
+  | "preload"
   | "cold_start"
   | "boot_floor"
   | "recovery"
@@ -59,6 +62,45 @@ export interface Figure extends FigureKey {
   bootFloor?: number | null;
   /** `service / bootFloor`, where `bootFloor` is set. */
   vsBootFloor?: number | null;
+  /** The floor or figure of the same run this figure is judged against, where one is. */
+  reference?: Reference;
+}
+
+/**
+ * A goal for a figure: its ratio to its reference (`service / reference`), or its own value,
+ * at least or at most a limit.
+ */
+export interface Target {
+  /** What the limit bounds. */
+  of: "ratio" | "value";
+  /** `min`: at least the limit; `max`: at most. */
+  bound: "min" | "max";
+  /** The limit (a ratio, or a value in the figure's unit). */
+  limit: number;
+}
+
+/** A floor (or another figure of the same run) a service figure is judged against. */
+export interface Reference {
+  /** What it is, e.g. `warm-context floor`. */
+  name: string;
+  /** Its value in the figure's unit; `null` when it was not measured. */
+  value: number | null;
+  /** `service / value`. */
+  ratio: number | null;
+  /** The goal, when one is set. */
+  target?: Target;
+  /** Whether the goal is met; `null` when a value it needs is missing. */
+  met?: boolean | null;
+}
+
+/** A reference before its ratio is computed. */
+export interface ReferenceValues {
+  /** What it is. */
+  name: string;
+  /** Its value in the figure's unit. */
+  value?: number | null;
+  /** The goal, when one is set. */
+  target?: Target;
 }
 
 /** Raw summary of one load run, kept in the JSON for audit. */
@@ -107,6 +149,8 @@ export interface FigureValues {
   floor?: number | null;
   /** The boot floor's value, on the figures it bounds (absent on the others). */
   bootFloor?: number | null;
+  /** The floor or figure this one is judged against, where one is. */
+  reference?: ReferenceValues;
 }
 
 /** Builds a figure, computing its ratios. */
@@ -125,9 +169,31 @@ export function makeFigure(key: FigureKey, values: FigureValues): Figure {
     vsSpawn: ratio(service, spawn),
     vsFloor: ratio(service, floor),
   };
+  if (values.reference) figure.reference = makeReference(service, values.reference);
   if (values.bootFloor === undefined) return figure;
   const bootFloor = finiteOrNull(values.bootFloor);
   return { ...figure, bootFloor, vsBootFloor: ratio(service, bootFloor) };
+}
+
+/** A reference with its ratio to `service` and whether its target is met. */
+export function makeReference(service: number | null, values: ReferenceValues): Reference {
+  const value = finiteOrNull(values.value);
+  const reference: Reference = { name: values.name, value, ratio: ratio(service, value) };
+  if (values.target) {
+    reference.target = values.target;
+    reference.met = meets(values.target, { service, ratio: reference.ratio });
+  }
+  return reference;
+}
+
+/** Whether `target` is met; `null` when the number it bounds is missing. */
+export function meets(
+  target: Target,
+  values: { service: number | null; ratio: number | null },
+): boolean | null {
+  const measured = target.of === "ratio" ? values.ratio : values.service;
+  if (measured === null) return null;
+  return target.bound === "min" ? measured >= target.limit : measured <= target.limit;
 }
 
 function finiteOrNull(value: number | null | undefined): number | null {
@@ -187,8 +253,9 @@ function sequentialTable(figures: Figure[], languages: BenchLanguage[]): string 
   let withEval = false;
   for (const language of languages) {
     for (const program of ["trivial", "evaluator"] as const) {
+      // The one-tenant series; a new-tenant series, where measured, is in the floors table.
       const get = (metric: string) =>
-        find(figures, { scenario: "sequential", language, program, metric });
+        find(figures, { scenario: "sequential", language, program, metric, tenancy: undefined });
       const p50 = get("p50");
       if (!p50) continue;
       const p90 = get("p90");
@@ -294,6 +361,76 @@ function throughputTable(figures: Figure[], languages: BenchLanguage[]): string 
   return "### Throughput, closed loop, evaluator program\n\n" + table(header, rows);
 }
 
+const METRIC_LABELS: Record<string, string> = {
+  runs_per_s: "runs/s",
+  p50: "p50",
+  p90: "p90",
+  p99: "p99",
+};
+
+const SCENARIO_LABELS: Partial<Record<Scenario, string>> = {
+  sequential: "sequential",
+  zipf: "Zipf mix of tenants",
+  hostile: "normal tenants beside looping and memory-bombing ones",
+  preload: "with FAAS_PYTHON_PRELOAD=numpy",
+};
+
+/** A figure's name for people, from its key: "JS evaluator, one tenant, c16, runs/s". */
+export function describeFigure(figure: FigureKey): string {
+  const parts: string[] = [];
+  const head = [
+    figure.language ? LANGUAGE_NAMES[figure.language] : "",
+    figure.program ?? "",
+  ].filter(Boolean).join(" ");
+  if (head) parts.push(head);
+  const scenario = SCENARIO_LABELS[figure.scenario];
+  if (scenario) parts.push(scenario);
+  if (figure.tenancy === "one") parts.push("one tenant");
+  if (figure.tenancy === "new") parts.push("a new tenant per request");
+  if (figure.concurrency) parts.push(`c${figure.concurrency}`);
+  parts.push(METRIC_LABELS[figure.metric] ?? figure.metric);
+  return parts.join(", ");
+}
+
+function targetText(target: Target | undefined, unit: string): string {
+  if (!target) return "–";
+  const sign = target.bound === "min" ? "≥" : "≤";
+  return target.of === "ratio" ? `${sign} ${target.limit}×` : `${sign} ${target.limit} ${unit}`;
+}
+
+function metText(met: boolean | null | undefined): string {
+  return met === undefined || met === null ? "–" : met ? "yes" : "**no**";
+}
+
+function floorsTable(figures: Figure[]): string | undefined {
+  const rows: string[][] = [];
+  for (const figure of figures) {
+    const reference = figure.reference;
+    if (!reference) continue;
+    rows.push([
+      describeFigure(figure),
+      figure.unit,
+      num(figure.service),
+      reference.name,
+      num(reference.value),
+      overFloor(reference.ratio),
+      targetText(reference.target, figure.unit),
+      metText(reference.met),
+    ]);
+  }
+  if (!rows.length) return undefined;
+  return "### Against the floors (ratio = service ÷ floor, measured in this run)\n\n" + table([
+    "figure",
+    "unit",
+    "service",
+    "floor or reference",
+    "its value",
+    "ratio",
+    "target",
+    "met",
+  ], rows);
+}
+
 const OTHER_LABELS: Record<string, string> = {
   to_health: "start → /health 200",
   to_first_run: "start → first run answered",
@@ -355,6 +492,7 @@ export function renderMarkdown(results: BenchResults): string {
   const { figures } = results;
   const languages = [...new Set(figures.flatMap((f) => f.language ? [f.language] : []))];
   const parts = [
+    floorsTable(figures),
     sequentialTable(figures, languages),
     throughputTable(figures, languages),
     otherTable(figures, results.runs),

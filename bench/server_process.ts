@@ -5,6 +5,7 @@
  * @module
  */
 
+import { CpuGroup } from "./cpu_group.ts";
 import { descendants, startTimeOf } from "./proc_tree.ts";
 
 /** A free TCP port on 127.0.0.1, found by listening on port 0 and closing. */
@@ -31,6 +32,13 @@ export interface ServerSpec {
   readyTimeoutMs?: number;
   /** Working directory; defaults to the current one. */
   cwd?: string;
+  /**
+   * Runs the server and everything it starts in a CPU cgroup (see cpu_group.ts): `"own"`, one
+   * made for it, or one it shares with other servers. The group is removed once the last of
+   * its servers stopped. Where none can be made, the server runs without and its `cpuGroup`
+   * says why.
+   */
+  cpuGroup?: "own" | CpuGroup;
 }
 
 /** A running server. */
@@ -47,6 +55,8 @@ export interface RunningServer {
   startMs: number;
   /** `performance.now()` when the process was spawned. */
   spawnedAt: number;
+  /** The path of its CPU cgroup, or why it has none although it asked for one. */
+  cpuGroup?: { path: string } | { problem: string };
   /** The last lines the server wrote to stdout and stderr. */
   outputTail(): string;
   /** True once the server process has exited, for whatever reason. */
@@ -94,9 +104,14 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const tail = { text: "" };
+  const group = spec.cpuGroup === "own" ? CpuGroup.create(spec.name) : spec.cpuGroup;
+  const program = spec.command ?? Deno.execPath();
+  const command = group instanceof CpuGroup
+    ? group.wrap(program, spec.args)
+    : { command: program, args: spec.args };
   const spawnedAt = performance.now();
-  const child = new Deno.Command(spec.command ?? Deno.execPath(), {
-    args: spec.args,
+  const child = new Deno.Command(command.command, {
+    args: command.args,
     cwd: spec.cwd,
     env: { ...spec.env, FAAS_PORT: String(port), FAAS_HOST: "127.0.0.1" },
     stdin: "null",
@@ -156,6 +171,8 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([drained, new Promise((resolve) => timer = setTimeout(resolve, 2_000))]);
     clearTimeout(timer);
+    // Refused while another server still runs in a shared group: the last one removes it.
+    if (group instanceof CpuGroup) group.remove();
     return { code: (await status).code, forced, leftovers };
   };
 
@@ -163,6 +180,7 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
   const healthUrl = url + (spec.healthPath ?? "/health");
   while (true) {
     if (exited) {
+      if (group instanceof CpuGroup) group.remove();
       await drained;
       const { code } = await status;
       throw new ServerStartError(
@@ -193,6 +211,11 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
     url,
     startMs,
     spawnedAt,
+    cpuGroup: group instanceof CpuGroup
+      ? { path: group.path }
+      : typeof group === "string"
+      ? { problem: group }
+      : undefined,
     outputTail: () => tail.text,
     hasExited: () => exited,
     stop,

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { CpuGroup } from "./cpu_group.ts";
 import { type RunningServer, ServerStartError, startServer } from "./server_process.ts";
 import type { BenchLanguage } from "./programs.ts";
 
@@ -14,8 +15,64 @@ const BASELINES = new URL("./baselines/", import.meta.url);
 /** Starts the no-op HTTP floor (a Hono route answering a constant). */
 export function startFloor(): Promise<RunningServer> {
   return startServer({
+    cpuGroup: "own",
     name: "no-op floor",
     args: ["run", "--allow-all", "--no-prompt", new URL("floor_server.ts", BASELINES).pathname],
+  });
+}
+
+/**
+ * Starts the warm-context floor (baselines/context_floor_server.ts): `count` processes,
+ * default one per core, each an HTTP server with one warm no-permission worker that runs
+ * every request in a fresh `node:vm` context. One worker is one thread: a load spread over
+ * the processes round-robin uses every core, as the service's runner processes can. The
+ * processes share one CPU cgroup: together they weigh as much as the service does.
+ */
+export async function startContextFloor(
+  options: { count?: number } = {},
+): Promise<RunningServer[]> {
+  const count = options.count ?? navigator.hardwareConcurrency;
+  if (!Number.isInteger(count) || count < 1) {
+    throw new RangeError(`expected a positive integer count of processes, got ${count}`);
+  }
+  const script = new URL("context_floor_server.ts", BASELINES).pathname;
+  const group = CpuGroup.create("warm-context floor");
+  const started = await Promise.allSettled(Array.from({ length: count }, (_, i) =>
+    startServer({
+      cpuGroup: group instanceof CpuGroup ? group : "own",
+      name: `warm-context floor ${i + 1}/${count}`,
+      args: ["run", "--allow-all", "--no-prompt", script],
+    })));
+  const servers = started.flatMap((result) => result.status === "fulfilled" ? [result.value] : []);
+  const failure = started.find((result) => result.status === "rejected");
+  if (failure) {
+    await Promise.all(servers.map((server) => server.stop()));
+    throw failure.reason;
+  }
+  return servers;
+}
+
+/**
+ * Starts the Python fork floor (baselines/fork_floor_server.ts): an HTTP front handing the
+ * requests round-robin to warm `python` interpreters, one per core by default (`parents`),
+ * that fork a child per run.
+ */
+export function startForkFloor(
+  options: { python: string; parents?: number },
+): Promise<RunningServer> {
+  return startServer({
+    cpuGroup: "own",
+    name: "python fork floor",
+    args: [
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      new URL("fork_floor_server.ts", BASELINES).pathname,
+    ],
+    env: {
+      BENCH_PYTHON: options.python,
+      BENCH_PARENTS: String(options.parents ?? navigator.hardwareConcurrency),
+    },
   });
 }
 
@@ -35,6 +92,7 @@ export function startSpawnBaseline(
   options: { python: string },
 ): Promise<RunningServer> {
   return startServer({
+    cpuGroup: "own",
     name: SPAWN_NAMES[mode],
     args: [
       "run",
@@ -83,13 +141,20 @@ const MISSING_RUNTIME = /no runtime is built into this service for ([a-z, ]+)/;
  */
 export async function startService(
   mainPath: string,
-  options: { languages: BenchLanguage[]; env: Record<string, string>; notes: string[] },
+  options: {
+    languages: BenchLanguage[];
+    env: Record<string, string>;
+    notes: string[];
+    /** Name in messages; defaults to `service`. */
+    name?: string;
+  },
 ): Promise<StartedService> {
   let languages = [...options.languages];
   while (true) {
     try {
       const server = await startServer({
-        name: "service",
+        cpuGroup: "own",
+        name: options.name ?? "service",
         args: ["run", "--allow-all", "--no-prompt", mainPath],
         env: { ...options.env, FAAS_LANGUAGES: languages.join(",") },
         readyTimeoutMs: 60_000,

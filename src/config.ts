@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { type Language, LANGUAGES, type RuntimeSettings } from "./runtime.ts";
 import { canonicalLanguage } from "./languages.ts";
+import { OUTPUT_POLICIES, type OutputPolicy } from "./output.ts";
 
 /** The parsed configuration of the service. */
 export interface Config {
@@ -27,6 +28,11 @@ export interface Config {
   memoryLimitMb: number;
   /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
   maxOutputBytes: number;
+  /**
+   * Past the output cap: `truncate` keeps the head and tail of the stream and lets the run go on;
+   * `stop` ends the run as `output_limit` (`FAAS_OUTPUT_POLICY`).
+   */
+  outputPolicy: OutputPolicy;
   /** Largest `code` accepted, in UTF-8 bytes (`FAAS_MAX_CODE_BYTES`). */
   maxCodeBytes: number;
   /** Most syntax checks at once (`FAAS_MAX_VALIDATIONS`); default: the number of CPU cores. */
@@ -203,20 +209,22 @@ const modules = names(
   "Python module names (e.g. json,numpy)",
 );
 
-const RUNNER_MODES = ["auto", "self", "deno"] as const;
-
-const runnerMode = z.string().optional().transform((value, ctx) => {
-  const mode = (value ?? "").trim().toLowerCase() || "auto";
-  if (!(RUNNER_MODES as readonly string[]).includes(mode)) {
+/** One of `choices`, in any case; the first one when unset or empty. */
+function choice<const T extends readonly [string, ...string[]]>(choices: T) {
+  return z.string().optional().transform((value, ctx): T[number] => {
+    const picked = (value ?? "").trim().toLowerCase() || choices[0];
+    if (choices.includes(picked)) return picked;
     ctx.addIssue({
       code: "custom",
-      message: `expected one of ${RUNNER_MODES.join(", ")}, got "${value}"`,
+      message: `expected one of ${choices.join(", ")}, got "${value}"`,
     });
     return z.NEVER;
-  }
-  if (mode === "auto") return Deno.build.standalone ? "self" : "deno";
-  return mode as "self" | "deno";
-});
+  });
+}
+
+const runnerMode = choice(["auto", "self", "deno"]).transform((mode) =>
+  mode === "auto" ? (Deno.build.standalone ? "self" : "deno") : mode
+);
 
 const ENV_SCHEMA = z.object({
   FAAS_PORT: integer(0, 65_535, 8000),
@@ -227,6 +235,7 @@ const ENV_SCHEMA = z.object({
   FAAS_MAX_TIMEOUT: integer(1, 3_600_000, 60_000),
   FAAS_MEMORY_LIMIT_MB: integer(16, 65_536, 256),
   FAAS_MAX_OUTPUT_BYTES: integer(1_024, 256 * MIB, MIB),
+  FAAS_OUTPUT_POLICY: choice(OUTPUT_POLICIES),
   FAAS_MAX_CODE_BYTES: integer(1, 64 * MIB, 16 * MIB),
   FAAS_MAX_VALIDATIONS: integer(1, 1_000, CORES),
   FAAS_QUEUE_LIMIT: integer(0, 1_000_000, 1_000),
@@ -276,6 +285,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     maxTimeoutMs: e.FAAS_MAX_TIMEOUT,
     memoryLimitMb: e.FAAS_MEMORY_LIMIT_MB,
     maxOutputBytes: e.FAAS_MAX_OUTPUT_BYTES,
+    outputPolicy: e.FAAS_OUTPUT_POLICY,
     maxCodeBytes: e.FAAS_MAX_CODE_BYTES,
     maxValidations: e.FAAS_MAX_VALIDATIONS,
     queueLimit: e.FAAS_QUEUE_LIMIT,
@@ -317,6 +327,7 @@ export function runtimeSettings(
     maxInstances: config.maxInstances,
     memoryLimitMb: config.memoryLimitMb,
     maxOutputBytes: config.maxOutputBytes,
+    outputPolicy: config.outputPolicy,
     requireIsolation: config.requireIsolation,
     debug: config.debug,
     onSandboxBoot: options.onSandboxBoot,

@@ -21,12 +21,14 @@
  * runtime calls `RunJob.onStart`); the wait for a sandbox before that is queue time. Each rung
  * answers the run only when the one below it did not:
  *
- * 1. **T, the sandbox.** The sandbox is stopped where it runs: a JS runner's process group is
- *    killed by the host's timer at T; the Python fork server sends the run's child SIGTERM at T
- *    (so it flushes what it printed) and SIGKILL 40 ms later. Stdout and stderr written until
- *    then are kept.
- * 2. **T + the runtime's grace, the host.** A runtime that relies on a helper to stop the run
- *    (Python's fork server) waits a short grace past T (90 ms), then kills the run itself.
+ * 1. **T, the sandbox's supervisor.** A JS run's host timer fires at T: it asks the runner for
+ *    what the run printed (its main thread is never blocked by user code), and kills the runner
+ *    and its jail 50 ms later at most. A Python run's zygote sends the run's process SIGTERM at
+ *    T (so it flushes what Python buffered) and SIGKILL 40 ms later. Stdout and stderr written
+ *    until then are kept.
+ * 2. **T + 250 ms, then + 750 ms, the host (Python).** A zygote a loaded host wakes late is
+ *    asked to stop the run; one that still has not answered is killed with its runs. Either
+ *    way the run is answered {@link timedOut}: the deadline passed.
  * 3. **The runtime's answer.** As soon as the sandbox is gone, the runtime answers
  *    {@link timedOut}: status `timeout`, exit code 124, the output written so far.
  * 4. **T + 2 s, the scheduler's backstop.** A runtime that has not answered by then is answered
@@ -157,7 +159,7 @@ export function memoryExceeded(limitMb: number, parts: OutcomeParts): RunOutcome
 
 /** A run stopped for printing more than the output cap (the stop-at-cap policy). */
 export function outputExceeded(limitBytes: number, parts: OutcomeParts): RunOutcome {
-  return build("output_limit", outputLimitMessage(limitBytes), { truncated: true, ...parts });
+  return build("output_limit", outputLimitMessage(limitBytes), { ...parts, truncated: true });
 }
 
 /** A run whose sandbox died for another reason while it ran. */

@@ -9,8 +9,11 @@
  * @module
  */
 
+/** What can happen when a run prints past the cap; the first is the default. */
+export const OUTPUT_POLICIES = ["truncate", "stop"] as const;
+
 /** What happens when a run prints past the cap. */
-export type OutputPolicy = "truncate" | "stop";
+export type OutputPolicy = typeof OUTPUT_POLICIES[number];
 
 /** The line that replaces the middle of a stream past its cap. */
 export function droppedLine(bytes: number): string {

@@ -9,6 +9,7 @@
  */
 
 import type { RunOutcome } from "./outcome.ts";
+import type { OutputPolicy } from "./output.ts";
 
 /** Canonical language names of the wire contract. */
 export const LANGUAGES = ["javascript", "typescript", "python"] as const;
@@ -43,6 +44,12 @@ export interface RunJob {
    * runtime then gives the sandbox back and does not run the code.
    */
   onStart?: () => boolean;
+  /**
+   * Fires when nobody waits for the answer any more (the client went away): the runtime ends
+   * the run at once, as at its timeout, so its sandbox serves someone else. The outcome it
+   * then resolves with is not reported to anyone.
+   */
+  signal?: AbortSignal;
 }
 
 /** Position of a syntax error, 1-based and relative to the submitted code. */
@@ -125,6 +132,8 @@ export interface RuntimeSettings {
   memoryLimitMb: number;
   /** Cap on stdout and on stderr of one run, in bytes (`FAAS_MAX_OUTPUT_BYTES`). */
   maxOutputBytes: number;
+  /** Past the output cap, keep head and tail (`truncate`) or stop the run (`stop`) (`FAAS_OUTPUT_POLICY`). */
+  outputPolicy: OutputPolicy;
   /** Isolation layers that must be active or `start()` rejects (`FAAS_REQUIRE_ISOLATION`). */
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */

@@ -110,7 +110,7 @@ export interface SchedulerStats {
   runningTasks: number;
   /** Runs refused (queue full or draining). */
   rejectedTasks: number;
-  /** Accepted runs dropped from the queue because their client went away. */
+  /** Accepted runs whose client went away: dropped from the queue, or ended early while running. */
   cancelledTasks: number;
   /** Mean execution time of finished runs, whole ms. */
   averageExecutionTime: number;
@@ -176,6 +176,8 @@ interface Entry {
   level: number;
   enqueuedAt: number;
   started: boolean;
+  /** Fires when the client went away: in the queue the entry leaves it, running the run ends. */
+  signal?: AbortSignal;
   resolve: (result: ScheduledResult) => void;
   reject: (error: SchedulerRejection) => void;
   detach: () => void;
@@ -286,6 +288,7 @@ export class Scheduler {
       level: PRIORITIES.indexOf(job.priority),
       enqueuedAt: performance.now(),
       started: false,
+      signal,
       resolve,
       reject,
       detach: () => {},
@@ -463,7 +466,8 @@ export class Scheduler {
       entry.started = true;
       entry.detach();
       this.#execute(entry).then(entry.resolve, (error) => {
-        // #execute never rejects; this only guards against a bug turning into a hang.
+        if (error instanceof SchedulerRejection) return entry.reject(error);
+        // Nothing else rejects #execute; this only guards against a bug turning into a hang.
         entry.resolve({
           outcome: runtimeFailed(`internal error: ${errorMessage(error)}`, 0),
           queueTimeMs: 0,
@@ -530,7 +534,7 @@ export class Scheduler {
       attempts++;
       const startedAt = performance.now();
       try {
-        outcome = await this.#attempt(job, started);
+        outcome = await this.#attempt(job, entry.signal, started);
       } catch (error) {
         const durationMs = performance.now() - startedAt;
         if (error instanceof SandboxStartError && attempts < 2) {
@@ -547,6 +551,11 @@ export class Scheduler {
         this.#event("runtime_error", job, outcome.error ?? "");
       }
     }
+    if (entry.signal?.aborted) {
+      // The runtime ended the run early; its outcome is nobody's answer.
+      this.#stats.cancelled++;
+      throw new SchedulerRejection("cancelled", "the client went away during the run");
+    }
     this.#record(outcome);
     return {
       outcome,
@@ -562,7 +571,11 @@ export class Scheduler {
    * counts from the runtime's `onStart`, and before it the wait is bounded by the start
    * budget. A run answered here is never started afterwards: `onStart` then says no.
    */
-  #attempt(job: ScheduledJob, started: (stats: PoolStats) => void): Promise<RunOutcome> {
+  #attempt(
+    job: ScheduledJob,
+    signal: AbortSignal | undefined,
+    started: (stats: PoolStats) => void,
+  ): Promise<RunOutcome> {
     const runtime = this.#options.runtimeFor(job.language);
     if (!runtime) {
       return Promise.reject(new Error(`no runtime serves ${job.language}`));
@@ -596,7 +609,7 @@ export class Scheduler {
       });
       return true;
     };
-    const run = Promise.resolve().then(() => runtime.run({ ...job, onStart }));
+    const run = Promise.resolve().then(() => runtime.run({ ...job, onStart, signal }));
     return Promise.race([run, promise]).finally(() => {
       answered = true;
       clearTimeout(timer);

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./helpers/assert.ts";
 import { EchoRuntime } from "./helpers/echo_runtime.ts";
 import { startTestService } from "./helpers/test_service.ts";
+import { MAX_JSON_DEPTH } from "../src/http/json_body.ts";
 import { schedulerStats, until } from "./helpers/wait.ts";
 import { parseConfig } from "../src/config.ts";
 import type { PoolStats, RunJob, RunOutcome } from "../src/runtime.ts";
@@ -300,6 +301,33 @@ Deno.test("a body over the limit is a 413, with or without Content-Length", asyn
   const ok = await s.post("/run_code", padded);
   assertEquals(ok.status, 200);
   await ok.body?.cancel();
+});
+
+Deno.test("a body nested deeper than the limit is a 400 naming body, at once, however deep", async () => {
+  await using s = await startTestService();
+  const nested = (levels: number) => "[".repeat(levels) + "]".repeat(levels);
+  // The body is level 1: input may nest MAX_JSON_DEPTH - 1 levels.
+  const fits = await s.post(
+    "/run_code",
+    `{"language":"js","code":"x","input":${nested(MAX_JSON_DEPTH - 1)}}`,
+  );
+  assertEquals(fits.status, 200);
+  await fits.body?.cancel();
+  assertEquals(s.js.started.at(-1)!.job.input, JSON.parse(nested(MAX_JSON_DEPTH - 1)));
+  for (const levels of [MAX_JSON_DEPTH, 3_000_000]) {
+    const started = performance.now();
+    const deep = `{"language":"js","code":"x","input":${nested(levels)}}`;
+    const body = await expectError(await s.post("/run_code", deep), 400, "body");
+    assertStringIncludes(String(body.error), `deeper than ${MAX_JSON_DEPTH} levels`);
+    // Parsing three million levels takes V8 seconds; the refusal must not wait for it.
+    assert(performance.now() - started < 2_000, `${levels} levels refused in under 2 s`);
+  }
+  const inExt = `{"language":"js","code":"x","ext":{"a":${nested(MAX_JSON_DEPTH)}}}`;
+  await expectError(await s.post("/run_code", inExt), 400, "body");
+  // Brackets inside strings are text, not nesting.
+  const quoted = JSON.stringify({ language: "js", code: "[".repeat(100_000) + '\\"{{' });
+  assertEquals((await s.post("/run_code", quoted)).status, 200);
+  assertEquals(s.js.started.length, 2);
 });
 
 Deno.test("unknown routes are 404 JSON and wrong methods 405 JSON", async () => {

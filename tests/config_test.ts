@@ -12,6 +12,7 @@ Deno.test("defaults match the contract", () => {
     maxTimeoutMs: 60_000,
     memoryLimitMb: 256,
     maxOutputBytes: 1024 * 1024,
+    outputPolicy: "truncate",
     maxCodeBytes: 16 * 1024 * 1024,
     maxValidations: navigator.hardwareConcurrency,
     queueLimit: 1000,
@@ -39,6 +40,7 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
     FAAS_API_KEY: "k",
     FAAS_PYTHON: "/usr/bin/python3",
     FAAS_PYTHON_PRELOAD: " json, os.path,json ",
+    FAAS_OUTPUT_POLICY: " Stop",
     UNRELATED: "ignored",
   });
   assertEquals(config.port, 0);
@@ -53,6 +55,7 @@ Deno.test("values are parsed, aliases resolved and mapped to runtime settings", 
   assert(!("pythonPath" in settings), "the python executable is the python runtime's own option");
   assertEquals(settings.poolSize, 3);
   assertEquals(settings.requireIsolation, ["uid", "netns"]);
+  assertEquals(settings.outputPolicy, "stop");
 });
 
 Deno.test("every bad value is one line naming the variable and what is allowed", () => {
@@ -77,6 +80,8 @@ Deno.test("every bad value is one line naming the variable and what is allowed",
     [{ FAAS_IDLE_TIMEOUT: "10" }, "FAAS_IDLE_TIMEOUT", "integer from 100"],
     [{ FAAS_MAX_CONNECTIONS: "0" }, "FAAS_MAX_CONNECTIONS", "integer from 1"],
     [{ FAAS_PYTHON_PRELOAD: "json,os.path,3d" }, "FAAS_PYTHON_PRELOAD", "module names"],
+    [{ FAAS_OUTPUT_POLICY: "drop" }, "FAAS_OUTPUT_POLICY", "one of truncate, stop"],
+    [{ FAAS_RUNNER_MODE: "fork" }, "FAAS_RUNNER_MODE", "one of auto, self, deno"],
     [{ FAAS_PYTHON_PRELOAD: "os;rm" }, "FAAS_PYTHON_PRELOAD", '"os;rm"'],
   ];
   for (const [env, variable, allowed] of cases) {

@@ -324,62 +324,65 @@ Deno.test({
       assertEquals(py.metadata.truncated, false);
     });
 
-    await t.step("output at the cap is whole; past it, head and tail with the dropped bytes", async () => {
-      const cases: [string, string, string, string][] = [
-        [
-          "js",
-          "stdout",
-          `console.log("x".repeat(${MAX_OUTPUT - 1}))`,
-          `console.log("x".repeat(${MAX_OUTPUT}))`,
-        ],
-        [
-          "js",
-          "stderr",
-          `console.error("x".repeat(${MAX_OUTPUT - 1}))`,
-          `console.error("x".repeat(${MAX_OUTPUT}))`,
-        ],
-        [
-          "python",
-          "stdout",
-          `import sys\nsys.stdout.write("x" * ${MAX_OUTPUT})`,
-          `import sys\nsys.stdout.write("x" * ${MAX_OUTPUT + 1})`,
-        ],
-        [
-          "python",
-          "stderr",
-          `import sys\nsys.stderr.write("x" * ${MAX_OUTPUT})`,
-          `import sys\nsys.stderr.write("x" * ${MAX_OUTPUT + 1})`,
-        ],
-      ];
-      for (const [language, stream, at, over] of cases) {
-        const what = `${language} ${stream}`;
-        const fits = await run({ language, code: at });
-        assertEquals(fits.metadata.status, "success", what);
-        assertEquals(fits.metadata.truncated, false, what);
-        assertEquals(
-          new TextEncoder().encode(fits.output[stream as "stdout"]).length,
-          MAX_OUTPUT,
-          what,
-        );
-        const cut = await run({ language, code: over });
-        assertEquals(cut.metadata.status, "success", what);
-        assertEquals(cut.metadata.truncated, true, what);
-        assertEquals(cut.error, "", what);
-        const text = cut.output[stream as "stdout"];
-        assert(/\n\[… 1 bytes of output dropped …\]\n/.test(text), `${what}: ${text.slice(-80)}`);
-        assert(new TextEncoder().encode(text).length <= MAX_OUTPUT + 64, what);
-      }
-      for (const language of ["js", "python"]) {
-        const code = language === "js"
-          ? "while (true) console.log('flood 🌊');"
-          : "while True: print('flood 🌊')";
-        const flood = await run({ language, code, timeout: 1_000 });
-        assertEquals(flood.metadata.status, "timeout", language);
-        assertEquals(flood.metadata.truncated, true, language);
-        assert(!flood.output.stdout.includes("\uFFFD"), "cut on a character boundary");
-        assert(new TextEncoder().encode(flood.output.stdout).length <= MAX_OUTPUT + 64, language);
-      }
-    });
+    await t.step(
+      "output at the cap is whole; past it, head and tail with the dropped bytes",
+      async () => {
+        const cases: [string, string, string, string][] = [
+          [
+            "js",
+            "stdout",
+            `console.log("x".repeat(${MAX_OUTPUT - 1}))`,
+            `console.log("x".repeat(${MAX_OUTPUT}))`,
+          ],
+          [
+            "js",
+            "stderr",
+            `console.error("x".repeat(${MAX_OUTPUT - 1}))`,
+            `console.error("x".repeat(${MAX_OUTPUT}))`,
+          ],
+          [
+            "python",
+            "stdout",
+            `import sys\nsys.stdout.write("x" * ${MAX_OUTPUT})`,
+            `import sys\nsys.stdout.write("x" * ${MAX_OUTPUT + 1})`,
+          ],
+          [
+            "python",
+            "stderr",
+            `import sys\nsys.stderr.write("x" * ${MAX_OUTPUT})`,
+            `import sys\nsys.stderr.write("x" * ${MAX_OUTPUT + 1})`,
+          ],
+        ];
+        for (const [language, stream, at, over] of cases) {
+          const what = `${language} ${stream}`;
+          const fits = await run({ language, code: at });
+          assertEquals(fits.metadata.status, "success", what);
+          assertEquals(fits.metadata.truncated, false, what);
+          assertEquals(
+            new TextEncoder().encode(fits.output[stream as "stdout"]).length,
+            MAX_OUTPUT,
+            what,
+          );
+          const cut = await run({ language, code: over });
+          assertEquals(cut.metadata.status, "success", what);
+          assertEquals(cut.metadata.truncated, true, what);
+          assertEquals(cut.error, "", what);
+          const text = cut.output[stream as "stdout"];
+          assert(/\n\[… 1 bytes of output dropped …\]\n/.test(text), `${what}: ${text.slice(-80)}`);
+          assert(new TextEncoder().encode(text).length <= MAX_OUTPUT + 64, what);
+        }
+        for (const language of ["js", "python"]) {
+          const code = language === "js"
+            ? "while (true) console.log('flood 🌊');"
+            : "while True: print('flood 🌊')";
+          const flood = await run({ language, code, timeout: 1_000 });
+          assertEquals(flood.metadata.status, "timeout", language);
+          assertEquals(flood.metadata.truncated, true, language);
+          assert(!flood.output.stdout.includes("\uFFFD"), "cut on a character boundary");
+          assert(new TextEncoder().encode(flood.output.stdout).length <= MAX_OUTPUT + 64, language);
+        }
+      },
+    );
 
     await t.step(
       "an uncaught exception is a 200 with the trace in stderr and no error",

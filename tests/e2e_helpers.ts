@@ -21,9 +21,15 @@ export interface RealService extends AsyncDisposable {
   url: string;
 }
 
-/** Starts `deno run main.ts` on an ephemeral port with `env` on top of the test defaults. */
-export async function startRealService(env: Record<string, string> = {}): Promise<RealService> {
-  const process = spawnService("main.ts", { FAAS_POOL_SIZE: "2", ...env });
+/**
+ * Starts `deno run main.ts` on an ephemeral port with `env` on top of the test defaults
+ * (`options` as for {@link spawnService}).
+ */
+export async function startRealService(
+  env: Record<string, string> = {},
+  options: { ownGroup?: boolean } = {},
+): Promise<RealService> {
+  const process = spawnService("main.ts", { FAAS_POOL_SIZE: "2", ...env }, options);
   let url;
   try {
     url = await process.listening();

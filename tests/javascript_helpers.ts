@@ -21,6 +21,7 @@ export function testSettings(overrides: Partial<RuntimeSettings> = {}): RuntimeS
     maxInstances: 8,
     memoryLimitMb: 128,
     maxOutputBytes: 64 * 1024,
+    outputPolicy: "truncate",
     requireIsolation: [],
     debug: false,
     ...overrides,

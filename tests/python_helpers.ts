@@ -20,6 +20,7 @@ export function testSettings(overrides: Partial<RuntimeSettings> = {}): RuntimeS
     maxInstances: 8,
     memoryLimitMb: 256,
     maxOutputBytes: 64 * 1024,
+    outputPolicy: "truncate",
     requireIsolation: [],
     debug: false,
     ...overrides,

@@ -179,7 +179,10 @@ Deno.test(
         }
       };
       const writer = conn.writable.getWriter();
-      const builtins = vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext());
+      const builtins = vm.runInContext(
+        "Object.getOwnPropertyNames(globalThis)",
+        vm.createContext(),
+      );
       await writer.write(encodeFrame({ t: "config", builtins }));
       await until("ready");
       assertEquals(token, "t0k3n\n");

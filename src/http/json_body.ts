@@ -28,17 +28,28 @@ export interface JsonBodyOptions {
 }
 
 /**
+ * Deepest nesting of arrays and objects a body may have (the body itself is level 1). Deeper
+ * JSON is refused before it is parsed: V8 takes seconds to parse a few million levels and
+ * overflows its stack to serialize them again, and Python's json module stops near 1000.
+ */
+export const MAX_JSON_DEPTH = 512;
+
+/**
  * Reads the body as JSON: 413 past the limit (before reading when `Content-Length` says so),
- * 408 when it stalls, 400 naming `body` when it is empty, not UTF-8 or not JSON.
+ * 408 when it stalls, 400 naming `body` when it is empty, not UTF-8, nested deeper than
+ * {@link MAX_JSON_DEPTH} or not JSON.
  */
 export function jsonBody(options: JsonBodyOptions): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = c.req.raw;
+    const bytes = await readBody(raw, options);
+    if (nestingExceeds(bytes, MAX_JSON_DEPTH)) {
+      throw invalidJson(`arrays and objects are nested deeper than ${MAX_JSON_DEPTH} levels`);
+    }
     let text: string;
     try {
-      text = new TextDecoder("utf-8", { fatal: true }).decode(await readBody(raw, options));
-    } catch (error) {
-      if (error instanceof HttpError) throw error;
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch {
       throw invalidJson("the body is not valid UTF-8");
     }
     if (text === "") throw invalidJson("the body is empty; expected a JSON object");
@@ -123,6 +134,46 @@ async function readBody(request: Request, options: JsonBodyOptions): Promise<Uin
   }
   reader.releaseLock();
   return buffer.subarray(0, size);
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACKET = 0x5b;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACKET = 0x5d;
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * True when the JSON text in `bytes` opens more than `limit` arrays and objects inside one
+ * another. Brackets inside strings do not count; strings are skipped with `indexOf`, so a
+ * body that is mostly code costs little. Malformed JSON is left for the parser to name.
+ */
+export function nestingExceeds(bytes: Uint8Array, limit: number): boolean {
+  let depth = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i];
+    if (byte === QUOTE) {
+      i = closingQuote(bytes, i);
+      if (i < 0) return false;
+    } else if (byte === OPEN_BRACKET || byte === OPEN_BRACE) {
+      if (++depth > limit) return true;
+    } else if (byte === CLOSE_BRACKET || byte === CLOSE_BRACE) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/** Index of the quote that ends the string opened at `open`, or -1 when none does. */
+function closingQuote(bytes: Uint8Array, open: number): number {
+  let at = bytes.indexOf(QUOTE, open + 1);
+  while (at >= 0) {
+    let backslashes = 0;
+    while (bytes[at - 1 - backslashes] === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return at;
+    at = bytes.indexOf(QUOTE, at + 1);
+  }
+  return -1;
 }
 
 /** True when `stream` can be read into a buffer of ours (a byte stream). */

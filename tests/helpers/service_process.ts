@@ -73,11 +73,13 @@ export interface ServiceProcess extends AsyncDisposable {
 /**
  * Starts `entry` (relative to the repository root) with `env` on top of test defaults. With
  * `openFiles`, the process may open at most that many files (soft and hard RLIMIT_NOFILE).
+ * With `ownGroup`, it leads a process group (and session) of its own, as a service started
+ * from a terminal or by `deno task` does: a signal to `-pid` then reaches the whole group.
  */
 export function spawnService(
   entry: string,
   env: Record<string, string> = {},
-  options: { openFiles?: number } = {},
+  options: { openFiles?: number; ownGroup?: boolean } = {},
 ): ServiceProcess {
   const deno = [
     Deno.execPath(),
@@ -88,9 +90,11 @@ export function spawnService(
     "deno.json",
     entry,
   ];
-  const [program, ...args] = options.openFiles === undefined
+  const limited = options.openFiles === undefined
     ? deno
     : ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, "--", ...deno];
+  // setsid execs in place (its caller leads no group), so the pid is the service's.
+  const [program, ...args] = options.ownGroup ? ["setsid", ...limited] : limited;
   const child = new Deno.Command(program, {
     args,
     cwd: ROOT,

@@ -14,7 +14,7 @@
 
 import vm from "node:vm";
 import { SandboxPool } from "../../pool.ts";
-import type { OutputPolicy } from "../../output.ts";
+import { finished } from "../../outcome.ts";
 import {
   type Language,
   type PoolStats,
@@ -85,8 +85,6 @@ export interface JavaScriptRuntimeOptions {
    * (`FAAS_RUNNER_MODE`). Default: `"self"` in a compiled binary and `"deno"` otherwise.
    */
   launch?: RunnerLaunch;
-  /** What happens past the output cap (default `truncate`). */
-  outputPolicy?: OutputPolicy;
   /** Jail layers to leave off (to exercise the fallbacks). */
   layersOff?: readonly string[];
   /** Settings of the processes that parse and type-strip the code (see syntax_service.ts). */
@@ -176,7 +174,7 @@ class JavaScriptRuntime implements Runtime {
     const paths = jail.layers.rootfs ? jailPaths() : await hostPaths(workdir, launch);
     const supervision: RunnerSupervision = {
       maxOutputBytes: settings.maxOutputBytes,
-      outputPolicy: this.#options.outputPolicy ?? "truncate",
+      outputPolicy: this.#settings.outputPolicy,
       memoryLimitMb: settings.memoryLimitMb,
       builtins: vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
     };
@@ -237,7 +235,7 @@ class JavaScriptRuntime implements Runtime {
     const { code, positions } = source;
     const input = job.input === undefined ? undefined : JSON.stringify(job.input);
     if (tooLargeForFrame(code, input)) return tooLargeOutcome();
-    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs };
+    const runnerJob = { code, file, input, timeoutMs: job.timeoutMs, signal: job.signal };
     let runner: JsRunner;
     let result;
     // Every retry below is safe: the code never started. Dead idle runners are dropped one by
@@ -373,32 +371,21 @@ function tooLargeForFrame(code: string, input: string | undefined): boolean {
 }
 
 function tooLargeOutcome(): RunOutcome {
-  return {
-    stdout: "",
-    stderr: `Uncaught RangeError: code and input together must stay under ${
-      MAX_FRAME_BYTES / 1024 / 1024
-    } MiB\n`,
-    retVal: "",
-    status: "error",
-    exitCode: 1,
+  const limit = MAX_FRAME_BYTES / 1024 / 1024;
+  return finished(1, {
+    stderr: `Uncaught RangeError: code and input together must stay under ${limit} MiB\n`,
     durationMs: 0,
-    truncated: false,
     instanceId: "size-check",
-  };
+  });
 }
 
 function syntaxOutcome(problem: SyntaxProblem, file: string): RunOutcome {
-  return {
-    stdout: "",
+  return finished(1, {
     stderr:
       `Uncaught SyntaxError: ${problem.message}\n    at ${file}:${problem.line}:${problem.column}\n`,
-    retVal: "",
-    status: "error",
-    exitCode: 1,
     durationMs: 0,
-    truncated: false,
     instanceId: "syntax-check",
-  };
+  });
 }
 
 /** Where a runner finds its files: inside its root, or on the host without one. */

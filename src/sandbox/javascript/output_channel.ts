@@ -77,19 +77,19 @@ export class OutputWriter {
       Atomics.wait(this.#positions, READ, read, 1000);
       write = Atomics.load(this.#positions, WRITE);
     }
-    const header = new Uint8Array(RECORD_HEADER);
-    header[0] = fd;
-    new DataView(header.buffer).setUint32(1, data.length);
-    this.#copyIn(write, header);
-    this.#copyIn(write + RECORD_HEADER, data);
+    // The header byte by byte: no view or array is made per record.
+    const ring = this.#ring;
+    const length = data.length;
+    ring[ringIndex(write)] = fd;
+    ring[ringIndex(write + 1)] = length >>> 24;
+    ring[ringIndex(write + 2)] = (length >>> 16) & 0xff;
+    ring[ringIndex(write + 3)] = (length >>> 8) & 0xff;
+    ring[ringIndex(write + 4)] = length & 0xff;
+    const start = ringIndex(write + RECORD_HEADER);
+    const first = Math.min(length, OUTPUT_RING_BYTES - start);
+    ring.set(first === length ? data : data.subarray(0, first), start);
+    if (first < length) ring.set(data.subarray(first), 0);
     Atomics.store(this.#positions, WRITE, (write + size) | 0);
-  }
-
-  #copyIn(position: number, data: Uint8Array): void {
-    const start = ringIndex(position);
-    const first = Math.min(data.length, OUTPUT_RING_BYTES - start);
-    this.#ring.set(data.subarray(0, first), start);
-    if (first < data.length) this.#ring.set(data.subarray(first), 0);
   }
 }
 
@@ -98,6 +98,8 @@ export class OutputReader {
   #positions: Int32Array;
   #ring: Uint8Array;
   #decoder = new TextDecoder();
+  /** Where consecutive records of one descriptor are gathered to be decoded in one go. */
+  #gathered = new Uint8Array(OUTPUT_RING_BYTES);
 
   /** Reads from `buffer`, shared with the worker's {@link OutputWriter}. */
   constructor(buffer: SharedArrayBuffer) {
@@ -105,34 +107,47 @@ export class OutputReader {
     this.#ring = new Uint8Array(buffer, HEADER_BYTES);
   }
 
-  /** Takes what was written, oldest first, and wakes a writer waiting for room. */
+  /**
+   * Takes what was written, oldest first, and wakes a writer waiting for room. Consecutive
+   * records of one descriptor come back as one chunk: a run that prints line by line costs
+   * one decode per drain, not one per line.
+   */
   drain(): OutputChunk[] {
     const chunks: OutputChunk[] = [];
+    const ring = this.#ring;
+    const gathered = this.#gathered;
     let read = Atomics.load(this.#positions, READ);
     const write = Atomics.load(this.#positions, WRITE);
+    let fd: 1 | 2 | undefined;
+    let size = 0;
+    const flush = () => {
+      if (fd !== undefined && size > 0) {
+        chunks.push({ fd, data: this.#decoder.decode(gathered.subarray(0, size)) });
+      }
+      size = 0;
+    };
     while (((write - read) | 0) >= RECORD_HEADER) {
-      const header = this.#copyOut(read, RECORD_HEADER);
-      const fd = header[0];
-      const length = new DataView(header.buffer).getUint32(1);
-      if ((fd !== 1 && fd !== 2) || length > ((write - read) | 0) - RECORD_HEADER) {
+      const next = ring[ringIndex(read)];
+      const length = (ring[ringIndex(read + 1)] << 24 | ring[ringIndex(read + 2)] << 16 |
+        ring[ringIndex(read + 3)] << 8 | ring[ringIndex(read + 4)]) >>> 0;
+      if ((next !== 1 && next !== 2) || length > ((write - read) | 0) - RECORD_HEADER) {
         throw new Error("the output channel holds a damaged record");
       }
-      const data = this.#decoder.decode(this.#copyOut(read + RECORD_HEADER, length));
-      chunks.push({ fd, data });
+      if (next !== fd) {
+        flush();
+        fd = next;
+      }
+      const start = ringIndex(read + RECORD_HEADER);
+      const first = Math.min(length, OUTPUT_RING_BYTES - start);
+      gathered.set(ring.subarray(start, start + first), size);
+      if (first < length) gathered.set(ring.subarray(0, length - first), size + first);
+      size += length;
       read = (read + RECORD_HEADER + length) | 0;
     }
+    flush();
     Atomics.store(this.#positions, READ, read);
     Atomics.notify(this.#positions, READ);
     return chunks;
-  }
-
-  #copyOut(position: number, length: number): Uint8Array {
-    const start = ringIndex(position);
-    const first = Math.min(length, OUTPUT_RING_BYTES - start);
-    const data = new Uint8Array(length);
-    data.set(this.#ring.subarray(start, start + first), 0);
-    if (first < length) data.set(this.#ring.subarray(0, length - first), first);
-    return data;
   }
 }
 

@@ -9,8 +9,17 @@
  */
 
 import { OutputCapture, type OutputPolicy, utf8Length } from "../../output.ts";
+import {
+  crashed,
+  finished,
+  memoryExceeded,
+  type OutcomeParts,
+  outputExceeded,
+  type RunOutcome,
+  timedOut,
+} from "../../outcome.ts";
 import { resolveRetVal } from "../../ret_val.ts";
-import { type RunOutcome, type RunStatus, SandboxStartError } from "../../runtime.ts";
+import { SandboxStartError } from "../../runtime.ts";
 import type { Sandbox } from "../../pool.ts";
 import type { JailedProcess, SandboxExit } from "../jail/mod.ts";
 import { encodeFrame, FrameDecoder, parseRunnerFrame, type RunnerFrame } from "./protocol.ts";
@@ -39,6 +48,8 @@ export interface RunnerJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
+  /** Ends the run early, as its timeout would (the client went away). */
+  signal?: AbortSignal;
 }
 
 /** The outcome of a run and whether the runner may serve another. */
@@ -51,8 +62,6 @@ export interface RunnerResult {
 
 /** Time a stopped run's runner has to send what the run printed before it is killed. */
 const STOP_GRACE_MS = 50;
-const KILL_CODE = 137;
-const TIMEOUT_CODE = 124;
 /**
  * Signals a runner dies of when memory cannot be had: V8 aborts (SIGTRAP, SIGABRT) when a heap
  * cannot grow, and faults (SIGSEGV, SIGBUS) when a mapping it needs is refused past the data
@@ -173,6 +182,8 @@ export class JsRunner implements Sandbox {
     this.#active = active;
     // Armed before the write, so even a runner that stops reading cannot stall the answer.
     active.timer = setTimeout(() => this.#timeout(active), job.timeoutMs);
+    if (job.signal?.aborted) queueMicrotask(() => this.#timeout(active));
+    job.signal?.addEventListener("abort", () => this.#timeout(active), { once: true });
     const frame: Record<string, unknown> = {
       t: "run",
       id: active.id,
@@ -258,57 +269,38 @@ export class JsRunner implements Sandbox {
     const limit = this.#options.maxOutputBytes;
     const oversized = utf8Length(frame.explicit ?? "") > limit ||
       utf8Length(frame.returned ?? "") > limit;
-    const status: RunStatus = frame.memory
-      ? "memory_limit"
-      : oversized
-      ? "output_limit"
-      : frame.exitCode === 0
-      ? "success"
-      : "error";
-    const stdout = active.stdout.text();
-    const resolved = status === "success" || status === "error"
-      ? resolveRetVal({ explicit: frame.explicit, returned: frame.returned, stdout })
-      : { retVal: "", stdout };
+    const parts = this.#parts(active);
+    let outcome: RunOutcome;
+    if (frame.memory) outcome = memoryExceeded(this.#options.memoryLimitMb, parts);
+    else if (oversized) outcome = outputExceeded(limit, { ...parts, exitCode: frame.exitCode });
+    else {
+      const { retVal, stdout } = resolveRetVal({
+        explicit: frame.explicit,
+        returned: frame.returned,
+        stdout: parts.stdout!,
+      });
+      outcome = finished(frame.exitCode, { ...parts, stdout, retVal });
+    }
     const reusable = !frame.exited && !frame.leftover &&
-      (status === "success" || status === "error");
-    this.#settle(active, {
-      status,
-      exitCode: frame.exitCode,
-      stdout: resolved.stdout,
-      retVal: resolved.retVal,
-      error: status === "memory_limit"
-        ? this.#memoryMessage()
-        : status === "output_limit"
-        ? this.#outputMessage()
-        : undefined,
-    }, reusable);
+      (outcome.status === "success" || outcome.status === "error");
+    this.#settle(active, outcome, reusable);
     if (!reusable) this.kill();
   }
 
   #outputStop(active: ActiveRun): void {
     this.kill();
-    this.#settle(active, {
-      status: "output_limit",
-      exitCode: KILL_CODE,
-      stdout: active.stdout.text(),
-      retVal: "",
-      error: this.#outputMessage(),
-    }, false);
+    this.#settle(active, outputExceeded(this.#options.maxOutputBytes, this.#parts(active)), false);
   }
 
-  /** Past the timeout: take what the run printed (the runner's main thread is never blocked by
-   * user code), then kill it. */
+  /**
+   * Past the timeout (or once the client went away): take what the run printed (the runner's main thread is never blocked by
+   * user code), then kill it.
+   */
   #timeout(active: ActiveRun): void {
     if (this.#active !== active) return;
     const answer = () => {
       this.kill();
-      this.#settle(active, {
-        status: "timeout",
-        exitCode: TIMEOUT_CODE,
-        stdout: active.stdout.text(),
-        retVal: "",
-        error: `execution timed out after ${active.job.timeoutMs} ms`,
-      }, false);
+      this.#settle(active, timedOut(active.job.timeoutMs, this.#parts(active)), false);
     };
     if (!active.acked) {
       answer();
@@ -330,17 +322,11 @@ export class JsRunner implements Sandbox {
       this.#abort(active, `runner ${this.id} failed before taking the run: ${reason}`);
       return;
     }
-    this.#settle(active, {
-      status: "crashed",
-      exitCode: KILL_CODE,
-      stdout: active.stdout.text(),
-      retVal: "",
-      error: `sandbox crashed: ${reason}`,
-    }, false);
+    this.#settle(active, crashed(reason, this.#parts(active)), false);
   }
 
   #onExit(exit: SandboxExit): void {
-    this.#ready.reject(new Error(this.#bootFailure(exit)));
+    this.#ready.reject(new Error(`runner exited during boot (${describeExit(exit)})`));
     const active = this.#active;
     if (!active) return;
     if (!active.acked) {
@@ -350,26 +336,26 @@ export class JsRunner implements Sandbox {
     // How the kernel ended it says why: a memory kill in its cgroup, or V8's abort when a heap
     // could not grow. Nothing the runner wrote is taken as evidence.
     const memory = exit.oom || (exit.signal !== undefined && MEMORY_DEATHS.has(exit.signal));
-    const exitCode = exit.signal !== undefined ? 128 + exit.signal : exit.code ?? KILL_CODE;
-    this.#settle(active, {
-      status: memory ? "memory_limit" : "crashed",
-      exitCode: memory ? KILL_CODE : exitCode,
+    const parts = this.#parts(active);
+    this.#settle(
+      active,
+      memory ? memoryExceeded(this.#options.memoryLimitMb, parts) : crashed(describeExit(exit), {
+        ...parts,
+        exitCode: exit.signal !== undefined ? 128 + exit.signal : exit.code,
+      }),
+      false,
+    );
+  }
+
+  /** What a run produced so far, for the outcome that ends it. */
+  #parts(active: ActiveRun): OutcomeParts {
+    return {
       stdout: active.stdout.text(),
-      retVal: "",
-      error: memory ? this.#memoryMessage() : `sandbox crashed (${describeExit(exit)})`,
-    }, false);
-  }
-
-  #bootFailure(exit: SandboxExit): string {
-    return `runner exited during boot (${describeExit(exit)})`;
-  }
-
-  #memoryMessage(): string {
-    return `memory limit of ${this.#options.memoryLimitMb} MiB exceeded`;
-  }
-
-  #outputMessage(): string {
-    return `output limit of ${this.#options.maxOutputBytes} bytes exceeded`;
+      stderr: active.stderr.text(),
+      durationMs: performance.now() - active.startedAt,
+      instanceId: this.id,
+      truncated: active.stdout.exceeded || active.stderr.exceeded,
+    };
   }
 
   #abort(active: ActiveRun, message: string): void {
@@ -379,26 +365,12 @@ export class JsRunner implements Sandbox {
     active.reject(new SandboxStartError(message));
   }
 
-  #settle(
-    active: ActiveRun,
-    result: Omit<RunOutcome, "stderr" | "durationMs" | "instanceId" | "truncated">,
-    reusable: boolean,
-  ): void {
+  #settle(active: ActiveRun, outcome: RunOutcome, reusable: boolean): void {
     if (this.#active !== active) return;
     this.#active = undefined;
     clearTimeout(active.timer);
     if (reusable) this.#watchIdle();
-    active.resolve({
-      outcome: {
-        ...result,
-        stderr: active.stderr.text(),
-        truncated: active.stdout.exceeded || active.stderr.exceeded ||
-          result.status === "output_limit",
-        durationMs: Math.round(performance.now() - active.startedAt),
-        instanceId: this.id,
-      },
-      reusable,
-    });
+    active.resolve({ outcome, reusable });
   }
 }
 

@@ -8,7 +8,6 @@
  */
 
 import { SandboxPool } from "../../pool.ts";
-import type { OutputPolicy } from "../../output.ts";
 import {
   type Language,
   type PoolStats,
@@ -51,8 +50,6 @@ export interface PythonRuntimeOptions {
   fileSizeLimitBytes?: number;
   /** Processes and threads of a run; default 64. */
   maxProcesses?: number;
-  /** What happens past the output cap (default `truncate`). */
-  outputPolicy?: OutputPolicy;
 }
 
 /** Time a syntax check may take. */
@@ -147,7 +144,7 @@ class PythonRuntime implements Runtime {
     }
     const supervision: ZygoteSupervision = {
       maxOutputBytes: settings.maxOutputBytes,
-      outputPolicy: this.#options.outputPolicy ?? "truncate",
+      outputPolicy: this.#settings.outputPolicy,
       memoryLimitMb: settings.memoryLimitMb,
     };
     const pool: SandboxPool<PythonZygote> = new SandboxPool<PythonZygote>({
@@ -186,6 +183,7 @@ class PythonRuntime implements Runtime {
         code: job.code,
         input: job.input === undefined ? undefined : JSON.stringify(job.input),
         timeoutMs: job.timeoutMs,
+        signal: job.signal,
       });
       this.#pool!.release(zygote, outcome.status !== "crashed");
       return outcome;

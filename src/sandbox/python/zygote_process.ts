@@ -10,8 +10,17 @@
  */
 
 import { OutputCapture, type OutputPolicy, utf8Length } from "../../output.ts";
+import {
+  crashed,
+  finished,
+  memoryExceeded,
+  type OutcomeParts,
+  outputExceeded,
+  type RunOutcome,
+  timedOut,
+} from "../../outcome.ts";
 import { resolveRetVal } from "../../ret_val.ts";
-import { type RunOutcome, type RunStatus, SandboxStartError } from "../../runtime.ts";
+import { SandboxStartError } from "../../runtime.ts";
 import type { Sandbox } from "../../pool.ts";
 import type { JailedProcess, SandboxExit } from "../jail/mod.ts";
 
@@ -34,8 +43,6 @@ const MAX_PAYLOAD = 4 * 1024 * 1024;
  */
 const HOST_GRACE_MS = 250;
 const STOP_GRACE_MS = 750;
-const KILL_CODE = 137;
-const TIMEOUT_CODE = 124;
 
 /** What the host needs to supervise zygotes. */
 export interface ZygoteSupervision {
@@ -57,6 +64,8 @@ export interface ZygoteJob {
   input?: string;
   /** Wall-clock budget in ms. */
   timeoutMs: number;
+  /** Ends the run early, as its timeout would (the client went away). */
+  signal?: AbortSignal;
 }
 
 interface ActiveRun {
@@ -141,7 +150,9 @@ export class PythonZygote implements Sandbox {
         if (this.#active !== active) return;
         this.#active = undefined;
         clearTimeout(active.timer);
-        const report = "status" in exit ? parseReport(active.report, active.reportBytes) : undefined;
+        const report = "status" in exit
+          ? parseReport(active.report, active.reportBytes)
+          : undefined;
         resolve({ outcome: this.#outcome(active, exit, report), report });
       },
     };
@@ -171,6 +182,12 @@ export class PythonZygote implements Sandbox {
         throw new SandboxStartError(`zygote ${this.id} did not accept the run`);
       }
     }
+    // Registered once the whole job is written, so a stop frame never lands inside it.
+    const stop = () => {
+      if (this.#active === active) this.#writer.write(header(STOP, id, 0, 0)).catch(() => {});
+    };
+    if (job.signal?.aborted) stop();
+    else job.signal?.addEventListener("abort", stop, { once: true });
     return promise;
   }
 
@@ -236,85 +253,44 @@ export class PythonZygote implements Sandbox {
     exit: { status: number; flags: number } | { lost: string } | { overdue: true },
     report: Report | undefined,
   ): RunOutcome {
-    const base = {
+    const parts: OutcomeParts = {
+      stdout: active.stdout.text(),
       stderr: active.stderr.text(),
-      durationMs: Math.round(performance.now() - active.startedAt),
+      durationMs: performance.now() - active.startedAt,
       instanceId: this.id,
       truncated: active.stdout.exceeded || active.stderr.exceeded,
     };
-    const stdout = active.stdout.text();
-    const overdue = performance.now() - active.startedAt >= active.job.timeoutMs;
+    const overdue = parts.durationMs >= active.job.timeoutMs;
     if ("overdue" in exit || ("lost" in exit && overdue)) {
-      return {
-        ...base,
-        stdout,
-        retVal: "",
-        status: "timeout",
-        exitCode: TIMEOUT_CODE,
-        error: `execution timed out after ${active.job.timeoutMs} ms`,
-      };
+      return timedOut(active.job.timeoutMs, parts);
     }
-    if ("lost" in exit) {
-      return {
-        ...base,
-        stdout,
-        retVal: "",
-        status: "crashed",
-        exitCode: KILL_CODE,
-        error: `sandbox crashed: ${exit.lost}`,
-      };
-    }
-    const { status: wait } = exit;
+    if ("lost" in exit) return crashed(exit.lost, parts);
+    const wait = exit.status;
     // Stopped by the host's backstop past the timeout: that is a timeout too.
     const flags = exit.flags & STOPPED && overdue ? exit.flags | TIMED_OUT : exit.flags;
     const signal = wait & 0x7f;
     const exitCode = signal ? 128 + signal : (wait >> 8) & 0xff;
-    const outputStopped = this.#options.outputPolicy === "stop" &&
-      (active.stdout.exceeded || active.stderr.exceeded);
-    let status: RunStatus;
-    let error: string | undefined;
-    if (flags & TIMED_OUT) {
-      status = "timeout";
-      error = `execution timed out after ${active.job.timeoutMs} ms`;
-    } else if (outputStopped) {
-      status = "output_limit";
-      error = `output limit of ${this.#options.maxOutputBytes} bytes exceeded`;
-    } else if ((flags & OOM) || report?.kind === "memory") {
-      status = "memory_limit";
-      error = `memory limit of ${this.#options.memoryLimitMb} MiB exceeded`;
-    } else if (signal || (flags & STOPPED)) {
-      status = "crashed";
-      error = `the sandbox process died from signal ${signal || 9}`;
-    } else {
-      status = exitCode === 0 ? "success" : "error";
-    }
     const limit = this.#options.maxOutputBytes;
+    if (flags & TIMED_OUT) return timedOut(active.job.timeoutMs, parts);
+    if (
+      this.#options.outputPolicy === "stop" && (active.stdout.exceeded || active.stderr.exceeded)
+    ) {
+      return outputExceeded(limit, parts);
+    }
+    if ((flags & OOM) || report?.kind === "memory") {
+      return memoryExceeded(this.#options.memoryLimitMb, parts);
+    }
+    if (signal || (flags & STOPPED)) {
+      return crashed(`the run's process died from signal ${signal || 9}`, { ...parts, exitCode });
+    }
     const explicit = typeof report?.explicit === "string" ? report.explicit : undefined;
     const returned = typeof report?.returned === "string" ? report.returned : undefined;
-    if (
-      (status === "success" || status === "error") &&
-      (utf8Length(explicit ?? "") > limit || utf8Length(returned ?? "") > limit)
-    ) {
-      status = "output_limit";
-      error = `output limit of ${limit} bytes exceeded`;
+    if (utf8Length(explicit ?? "") > limit || utf8Length(returned ?? "") > limit) {
+      return outputExceeded(limit, { ...parts, exitCode });
     }
-    const resolved = status === "success" || status === "error"
-      ? resolveRetVal({ explicit, returned, stdout })
-      : { retVal: "", stdout };
-    const code = status === "timeout"
-      ? TIMEOUT_CODE
-      : typeof report?.exit_code === "number" && !signal
-      ? report.exit_code
-      : exitCode;
-    return {
-      ...base,
-      truncated: base.truncated || status === "output_limit",
-      stdout: resolved.stdout,
-      retVal: resolved.retVal,
-      status,
-      exitCode: code,
-      ...(error ? { error } : {}),
-    };
+    const { retVal, stdout } = resolveRetVal({ explicit, returned, stdout: parts.stdout! });
+    const code = typeof report?.exit_code === "number" ? report.exit_code : exitCode;
+    return finished(code, { ...parts, stdout, retVal });
   }
 }
 

@@ -151,9 +151,11 @@ class Jailer:
                                 if trusted else ())
                 self._exec(request, slot, trusted)
             else:
+                layers.quiet_stdio(keep_stderr=self.config.get("debug"))
                 sock = connect(self.config["socket"], request["token"])
                 oom_kills = self.jail.oom_counter(slot)
                 self.jail.enter(slot)
+                layers.die_with_parent()
                 self.zygote.serve(sock, self.jail, slot, oom_kills)
                 code = 0
         except BaseException:
@@ -165,11 +167,10 @@ class Jailer:
             os._exit(code)
 
     def _exec(self, request, slot, trusted):
-        null = os.open("/dev/null", os.O_RDWR)
-        for fd in (0, 1) if self.config.get("debug") else (0, 1, 2):
-            os.dup2(null, fd)
+        layers.quiet_stdio(keep_stderr=self.config.get("debug"))
         layers.close_fds_except(())
         self.jail.confine(slot, self.config.get("limits", {}), keep_uid=trusted)
+        layers.die_with_parent()
         argv = request["argv"]
         os.execve(argv[0], argv, request.get("env", {}))
 
@@ -227,6 +228,12 @@ def _kill_group(pid):
 
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # The host alone stops the jailer (it closes stdin): a Ctrl-C or a SIGTERM sent to the
+    # whole process group must not end the sandboxes of runs the host is still draining.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # If the host dies, the jailer goes at once, and every sandbox with it (see _child).
+    layers.die_with_parent()
     jailer = Jailer(json.loads(sys.argv[1]))
     try:
         jailer.start()

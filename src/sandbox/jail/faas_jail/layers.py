@@ -14,6 +14,7 @@ of a sandbox's own runs: they raise OSError on failure and the caller exits the 
 
 import ctypes
 import os
+import signal
 import resource
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -203,6 +204,25 @@ def drop_identity(uid):
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Has the kernel SIGKILL this process when its parent dies, so nothing outlives the
+    process that started it. The kernel forgets this when the uid changes: call it after
+    drop_identity. It survives exec."""
+    _check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def quiet_stdio(keep_stderr):
+    """Points stdin and stdout (and stderr unless kept) at /dev/null: a sandbox must not hold
+    the jailer's pipes, whose end tells the host that the jailer is gone."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1) if keep_stderr else (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def close_fds_except(keep):
