@@ -123,6 +123,8 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_MAX_TIMEOUT=60000      largest timeout a request may ask for, ms
 #   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
 #   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
+#   FAAS_OUTPUT_POLICY=truncate past the cap: truncate (keep head and tail, the run goes on) or
+#                               stop (the run ends as output_limit)
 #   FAAS_MAX_CODE_BYTES=16777216  largest accepted `code`, UTF-8 bytes (a dataset turn can be large)
 #   FAAS_MAX_VALIDATIONS=       most syntax checks at once; default: the number of CPU cores
 #   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
