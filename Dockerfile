@@ -123,6 +123,8 @@ ENV DENO_DIR=/deno-dir \
 #   FAAS_MAX_TIMEOUT=60000      largest timeout a request may ask for, ms
 #   FAAS_MEMORY_LIMIT_MB=256    memory budget of one sandbox, MiB
 #   FAAS_MAX_OUTPUT_BYTES=1048576  cap on stdout and on stderr of one run
+#   FAAS_OUTPUT_POLICY=truncate past the cap: truncate (keep head and tail, the run goes on) or
+#                               stop (the run ends as output_limit)
 #   FAAS_MAX_CODE_BYTES=16777216  largest accepted `code`, UTF-8 bytes (a dataset turn can be large)
 #   FAAS_MAX_VALIDATIONS=       most syntax checks at once; default: the number of CPU cores
 #   FAAS_QUEUE_LIMIT=1000       queued runs beyond which requests get 503 + Retry-After
@@ -139,6 +141,11 @@ ENV DENO_DIR=/deno-dir \
 #                               open-file limit, leaving descriptors for the sandboxes
 #   FAAS_IDLE_TIMEOUT=30000     ms a connection may go without a request under way (a new one must
 #                               send its request head by then); also the most a body may stall
+#   FAAS_TENANT_HASH_KEY=       key of the tenant's hash in traces; the same on every replica groups
+#                               a tenant's traces across them (default: a random key per process)
+# Tracing, through Deno's built-in OpenTelemetry (README.md#observability), e.g.:
+#   OTEL_DENO=true OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
+#   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (or http/json) OTEL_SERVICE_NAME=faas-sandbox
 ENV FAAS_PORT=8000 \
     FAAS_HOST=0.0.0.0
 

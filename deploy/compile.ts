@@ -18,8 +18,22 @@ const ROOT = new URL("../", import.meta.url);
  */
 const UNLOADABLE = ["bintrees/1.0.2/test"];
 
-/** The `deno compile` arguments for `extra` user arguments and the npm cache at `npmCache`. */
-export function compileArgs(npmCache: string, extra: readonly string[] = []): string[] {
+/**
+ * Files of `swagger-ui-dist` that /docs never serves (source maps, the other bundles): 11 MB
+ * the binary need not carry. /docs serves `swagger-ui-bundle.js`, `swagger-ui.css` and
+ * `favicon-32x32.png` (src/http/docs.ts).
+ */
+const UNSERVED_DOCS_FILE = /\.map$|^swagger-ui\.js$|^swagger-ui-es-bundle|^swagger-ui-standalone/;
+
+/**
+ * The `deno compile` arguments for `extra` user arguments and the npm cache at `npmCache`;
+ * `options.exclude` lists further paths to leave out.
+ */
+export function compileArgs(
+  npmCache: string,
+  extra: readonly string[] = [],
+  options: { exclude?: readonly string[] } = {},
+): string[] {
   const args = [
     "compile",
     // Baked into the binary: the service needs them all; each runner narrows its own.
@@ -34,6 +48,7 @@ export function compileArgs(npmCache: string, extra: readonly string[] = []): st
   for (const path of UNLOADABLE) {
     args.push("--exclude", `${npmCache}/registry.npmjs.org/${path}`);
   }
+  for (const path of options.exclude ?? []) args.push("--exclude", path);
   if (!extra.some((arg) => arg === "--output" || arg.startsWith("--output=") || arg === "-o")) {
     args.push("--output", "dist/faas-sandbox");
   }
@@ -54,8 +69,30 @@ async function npmCacheDir(): Promise<string> {
   return JSON.parse(new TextDecoder().decode(stdout)).npmCache;
 }
 
+/**
+ * The files of the pinned `swagger-ui-dist` (deno.json) in the npm cache that /docs does not
+ * serve; none when the package is not cached there.
+ */
+export async function unservedDocsFiles(npmCache: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const target = String(config.imports?.["swagger-ui-dist/"] ?? "");
+  const version = /^npm:\/?swagger-ui-dist@([^/]+)\/$/.exec(target)?.[1];
+  if (!version) throw new Error(`expected deno.json to import swagger-ui-dist/, got "${target}"`);
+  const dir = `${npmCache}/registry.npmjs.org/swagger-ui-dist/${version}`;
+  const files: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && UNSERVED_DOCS_FILE.test(entry.name)) files.push(`${dir}/${entry.name}`);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return files.sort();
+}
+
 if (import.meta.main) {
-  const args = compileArgs(await npmCacheDir(), Deno.args);
+  const npmCache = await npmCacheDir();
+  const args = compileArgs(npmCache, Deno.args, { exclude: await unservedDocsFiles(npmCache) });
   const { code } = await new Deno.Command(Deno.execPath(), { args, cwd: ROOT }).spawn().status;
   Deno.exit(code);
 }

@@ -8,7 +8,6 @@
  */
 
 import { OpenAPIHono, type RouteHandler } from "@hono/zod-openapi";
-import { SwaggerUI } from "@hono/swagger-ui";
 import type { Context } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
@@ -16,9 +15,16 @@ import { bodyLimitBytes, type Config } from "./config.ts";
 import { accessLog } from "./http/access_log.ts";
 import { apiKey } from "./http/api_key.ts";
 import type { AppEnv } from "./http/context.ts";
+import {
+  docsAssetResponse,
+  loadDocs,
+  PAGE_CACHE_CONTROL,
+  PAGE_CONTENT_SECURITY_POLICY,
+} from "./http/docs.ts";
 import { errorHandler, HttpError, invalidRequest } from "./http/errors.ts";
 import { jsonBody } from "./http/json_body.ts";
-import { apiRoutes, OPEN_PATHS } from "./http/routes.ts";
+import { requestSpan } from "./http/request_span.ts";
+import { apiRoutes, isOpenPath } from "./http/routes.ts";
 import { canonicalLanguage } from "./languages.ts";
 import type { Logger } from "./log.ts";
 import type { ServiceMetrics } from "./metrics.ts";
@@ -31,6 +37,7 @@ import {
   SchedulerRejection,
 } from "./scheduler.ts";
 import { errorDetails, type RunResponse } from "./schemas.ts";
+import { DISABLED_TRACING, type Tracing } from "./tracing.ts";
 
 /** What the app serves from. */
 export interface AppOptions {
@@ -46,6 +53,8 @@ export interface AppOptions {
   version: string;
   /** True once the service is shutting down. */
   isDraining: () => boolean;
+  /** Where runs are traced; default nowhere. */
+  tracing?: Tracing;
 }
 
 type Routes = ReturnType<typeof apiRoutes>;
@@ -59,18 +68,6 @@ const RETRY_AFTER_S: Record<RejectionKind, number> = {
 
 /** Longest `X-Request-Id` taken from a caller; a longer (or odd) one is replaced. */
 const REQUEST_ID_MAX_LENGTH = 128;
-
-/** The page of /docs: Swagger UI (its script and styles from a CDN) over /openapi.json. */
-const DOCS_PAGE = `<!doctype html>
-<html lang="en">
-  <head>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-    <title>faas-sandbox API</title>
-  </head>
-  <body>${SwaggerUI({ url: "/openapi.json" })}</body>
-</html>
-`;
 
 /** Builds the Hono app. */
 export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
@@ -89,8 +86,10 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
     },
   });
   app.use(requestId({ limitLength: REQUEST_ID_MAX_LENGTH }), accessLog(logger));
+  const tracing = options.tracing ?? DISABLED_TRACING;
+  if (tracing.enabled) app.use(requestSpan(tracing));
   app.use(methodNotAllowed({ app, onMethodNotAllowed: wrongMethod }));
-  if (config.apiKey !== undefined) app.use(apiKey(config.apiKey, { openPaths: OPEN_PATHS }));
+  if (config.apiKey !== undefined) app.use(apiKey(config.apiKey, { isOpen: isOpenPath }));
 
   app.openapi(routes.runCode, runCode(options));
   app.openapi(routes.validateCode, validateCode(options));
@@ -100,7 +99,8 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
     return c.text(body, 200, { "Content-Type": contentType });
   });
   app.openapi(routes.openapi, (c) => c.json(openApiDocument(app, options.version), 200));
-  app.openapi(routes.docs, (c) => c.html(DOCS_PAGE, 200));
+  app.openapi(routes.docs, docsPage());
+  app.openapi(routes.docsAsset, docsAsset());
 
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
   app.onError(errorHandler({ logger, onRejected: (reason) => metrics.recordRejection(reason) }));
@@ -110,15 +110,18 @@ export function createApp(options: AppOptions): OpenAPIHono<AppEnv> {
 /** POST /run_code: the request to the scheduler, its result to the contract's answer. */
 function runCode(options: AppOptions): RouteHandler<Routes["runCode"], AppEnv> {
   const { config, scheduler, metrics } = options;
+  const tracing = options.tracing ?? DISABLED_TRACING;
   return async (c) => {
     const body = c.req.valid("json");
     const language = canonicalLanguage(body.language)!;
     const tenant = body.ext?.space_id;
     const taskId = crypto.randomUUID();
     const timeoutMs = body.timeout ?? config.timeoutMs;
+    const priority = body.priority ?? "normal";
     const log = c.get("log");
     Object.assign(log, { taskId, tenant, language });
     if (config.debug) log.debug = { code: body.code, input: body.input };
+    const submittedAt = performance.now();
     const result = await scheduler.submit({
       taskId,
       requestId: c.get("requestId"),
@@ -127,10 +130,22 @@ function runCode(options: AppOptions): RouteHandler<Routes["runCode"], AppEnv> {
       timeoutMs,
       input: body.input,
       tenant,
-      priority: body.priority ?? "normal",
+      priority,
     }, { signal: c.req.raw.signal }).catch(refused);
     const { outcome, queueTimeMs, attempts } = result;
     metrics.recordRun(language, outcome.status, { durationMs: outcome.durationMs, queueTimeMs });
+    tracing.recordRun({
+      taskId,
+      language,
+      priority,
+      tenant,
+      outcome,
+      queueTimeMs,
+      attempts,
+      submittedAt,
+      startedAt: result.startedAt,
+      answeredAt: performance.now(),
+    });
     Object.assign(log, {
       status: outcome.status,
       durationMs: outcome.durationMs,
@@ -190,6 +205,30 @@ function health(options: AppOptions): RouteHandler<Routes["health"], AppEnv> {
       sandbox,
       draining,
     }, healthy ? 200 : 503);
+  };
+}
+
+/** GET /docs: the Swagger UI page, which loads only what the service serves itself. */
+function docsPage(): RouteHandler<Routes["docs"], AppEnv> {
+  return async (c) => {
+    const { page } = await loadDocs();
+    return c.html(page, 200, {
+      "Cache-Control": PAGE_CACHE_CONTROL,
+      "Content-Security-Policy": PAGE_CONTENT_SECURITY_POLICY,
+    });
+  };
+}
+
+/** GET /docs/assets/{tag}/{file}: a file of the docs page, or 404 for one of another build. */
+function docsAsset(): RouteHandler<Routes["docsAsset"], AppEnv> {
+  return async (c) => {
+    const { tag, file } = c.req.valid("param");
+    const response = docsAssetResponse(await loadDocs(), {
+      tag,
+      file,
+      acceptEncoding: c.req.header("Accept-Encoding"),
+    });
+    return response ?? c.json({ error: `no docs asset ${file} in this build` }, 404);
   };
 }
 

@@ -43,6 +43,11 @@ export interface Config {
   drainTimeoutMs: number;
   /** API key required on every route but /health, /docs and /openapi.json (`FAAS_API_KEY`). */
   apiKey: string | undefined;
+  /**
+   * Key of the tenant's hash in traces (`FAAS_TENANT_HASH_KEY`); `undefined` makes a random one
+   * per process.
+   */
+  tenantHashKey: string | undefined;
   /** Languages served (`FAAS_LANGUAGES`). */
   languages: Language[];
   /** Python executable (`FAAS_PYTHON`). */
@@ -236,6 +241,7 @@ const ENV_SCHEMA = z.object({
   FAAS_QUEUE_LIMIT: integer(0, 1_000_000, 1_000),
   FAAS_DRAIN_TIMEOUT: integer(0, 3_600_000, 30_000),
   FAAS_API_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
+  FAAS_TENANT_HASH_KEY: z.string().optional().transform((value) => value?.trim() || undefined),
   FAAS_LANGUAGES: languages,
   FAAS_PYTHON: text("python3"),
   FAAS_PYTHON_PRELOAD: modules,
@@ -285,6 +291,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     queueLimit: e.FAAS_QUEUE_LIMIT,
     drainTimeoutMs: e.FAAS_DRAIN_TIMEOUT,
     apiKey: e.FAAS_API_KEY,
+    tenantHashKey: e.FAAS_TENANT_HASH_KEY,
     languages: e.FAAS_LANGUAGES,
     pythonPath: e.FAAS_PYTHON,
     pythonPreload: e.FAAS_PYTHON_PRELOAD,

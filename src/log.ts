@@ -23,9 +23,12 @@ export interface Logger {
 
 const encoder = new TextEncoder();
 
-function line(level: string, record: LogRecord): Uint8Array {
+/** Fields added to every line, e.g. the active trace's ids; undefined adds none. */
+export type LogContext = () => Record<string, unknown> | undefined;
+
+function line(level: string, record: LogRecord, context?: LogContext): Uint8Array {
   return encoder.encode(
-    JSON.stringify({ time: new Date().toISOString(), level, ...record }) + "\n",
+    JSON.stringify({ time: new Date().toISOString(), level, ...context?.(), ...record }) + "\n",
   );
 }
 
@@ -38,14 +41,18 @@ function writeAll(stream: { writeSync(bytes: Uint8Array): number }, bytes: Uint8
   }
 }
 
-/** Writes JSON lines to stdout (info) and stderr (error). */
-export function createJsonLogger(): Logger {
+/**
+ * Writes JSON lines to stdout (info) and stderr (error). `options.context` adds fields to every
+ * line, after `time` and `level` (a record's own fields win over them).
+ */
+export function createJsonLogger(options: { context?: LogContext } = {}): Logger {
+  const { context } = options;
   return {
     info(record) {
-      writeAll(Deno.stdout, line("info", record));
+      writeAll(Deno.stdout, line("info", record, context));
     },
     error(record) {
-      writeAll(Deno.stderr, line("error", record));
+      writeAll(Deno.stderr, line("error", record, context));
     },
   };
 }

@@ -16,7 +16,8 @@ export type RejectionReason =
   | "unauthorized"
   | "queue_full"
   | "draining"
-  | "cancelled";
+  | "cancelled"
+  | "internal_error";
 
 /** Where the collected gauges read their values at scrape time. */
 export interface MetricSources {
@@ -26,6 +27,15 @@ export interface MetricSources {
   instances: () => Iterable<[Language, PoolStats]>;
   /** HTTP connections open now, with a request under way (active) or not (idle). */
   connections?: () => { active: number; idle: number };
+  /** Runs executing now. */
+  executionsInFlight?: () => number;
+  /** The configured bounds, so dashboards and alerts can show how full each is. */
+  limits?: {
+    /** Most runs executing at once (`FAAS_MAX_INSTANCES`). */
+    executionSlots: number;
+    /** Most runs waiting (`FAAS_QUEUE_LIMIT`). */
+    queueCapacity: number;
+  };
 }
 
 /** Why the HTTP server closed a connection itself. */
@@ -129,6 +139,30 @@ export class ServiceMetrics {
       registers,
       collect() {
         this.set(sources().queueLength());
+      },
+    });
+    new Gauge({
+      name: "faas_queue_capacity",
+      help: "Most runs that may wait (FAAS_QUEUE_LIMIT); past it, new runs get 503.",
+      registers,
+      collect() {
+        this.set(sources().limits?.queueCapacity ?? 0);
+      },
+    });
+    new Gauge({
+      name: "faas_executions_in_flight",
+      help: "Runs executing now.",
+      registers,
+      collect() {
+        this.set(sources().executionsInFlight?.() ?? 0);
+      },
+    });
+    new Gauge({
+      name: "faas_execution_slots",
+      help: "Most runs executing at once (FAAS_MAX_INSTANCES); the rest wait in the queue.",
+      registers,
+      collect() {
+        this.set(sources().limits?.executionSlots ?? 0);
       },
     });
     new Gauge({

@@ -85,6 +85,11 @@ export interface ScheduledResult {
   /** Attempts made: 2 when the first sandbox failed before user code started. */
   attempts: number;
   /**
+   * When the code started (the runtime's `onStart`), on the `performance.now()` clock;
+   * undefined when it never did. Queue time ends here, execution begins (for traces).
+   */
+  startedAt?: number;
+  /**
    * The runtime's instance counts taken when it started the code (its `onStart`), so while
    * the run held its sandbox; taken when the run was answered if the code never started.
    */
@@ -517,8 +522,10 @@ export class Scheduler {
     const { job } = entry;
     let queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
     let poolStats: PoolStats | undefined;
+    let startedAt: number | undefined;
     const started = (stats: PoolStats) => {
-      queueTimeMs = Math.round(performance.now() - entry.enqueuedAt);
+      startedAt = performance.now();
+      queueTimeMs = Math.round(startedAt - entry.enqueuedAt);
       poolStats = stats;
     };
     let attempts = 0;
@@ -555,6 +562,7 @@ export class Scheduler {
       queueTimeMs,
       attempts,
       poolStats: poolStats ?? this.poolStats(job.language),
+      startedAt,
     };
   }
 

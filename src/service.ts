@@ -18,6 +18,7 @@ import {
   serveConnections,
 } from "./http/server.ts";
 import { Scheduler } from "./scheduler.ts";
+import { createTracing, telemetryEnabled, type Tracing } from "./tracing.ts";
 
 /** Version reported by /health and /openapi.json. */
 export const VERSION = "0.1.0";
@@ -29,8 +30,13 @@ const SHUTDOWN_GRACE_MS = 3_000;
 export interface ServiceOptions {
   /** Runtime factories; defaults to the ones this build ships. */
   registrations?: readonly RuntimeRegistration[];
-  /** Where logs go; defaults to JSON lines on stdout/stderr. */
+  /**
+   * Where logs go; defaults to JSON lines on stdout/stderr, holding the active trace's ids when
+   * tracing is on.
+   */
   logger?: Logger;
+  /** Where runs are traced; defaults to Deno's telemetry when `OTEL_DENO=true`, else nowhere. */
+  tracing?: Tracing;
   /** Aborts a startup under way: the runtimes are shut down and the start rejects. */
   signal?: AbortSignal;
 }
@@ -50,7 +56,10 @@ export interface Service {
 
 /** Starts the runtimes and serves the app; rejects when a runtime cannot start. */
 export async function startService(config: Config, options: ServiceOptions = {}): Promise<Service> {
-  const logger = options.logger ?? createJsonLogger();
+  const tracing = options.tracing ??
+    createTracing({ enabled: telemetryEnabled(Deno.env), tenantHashKey: config.tenantHashKey });
+  const logger = options.logger ??
+    createJsonLogger(tracing.enabled ? { context: () => tracing.logFields() } : {});
   const metrics = new ServiceMetrics();
   // Before any sandbox starts: they need descriptors too.
   const fileLimits = await raiseOpenFileLimit();
@@ -84,6 +93,7 @@ export async function startService(config: Config, options: ServiceOptions = {})
     logger,
     version: VERSION,
     isDraining: () => draining,
+    tracing,
   });
   const maxConnections = config.maxConnections ??
     defaultMaxConnections(fileLimits?.soft, {
@@ -114,6 +124,8 @@ export async function startService(config: Config, options: ServiceOptions = {})
     instances: () =>
       runtimes.languages.map((language) => [language, scheduler.poolStats(language)]),
     connections: () => server.stats(),
+    executionsInFlight: () => scheduler.stats().runningTasks,
+    limits: { executionSlots: config.maxInstances, queueCapacity: config.queueLimit },
   });
   const address = server.addr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;

@@ -345,6 +345,8 @@ Deno.test("a bug of ours is a 500 without internals", async () => {
   const body = await expectError(response, 500);
   assert(!JSON.stringify(body).includes("secret.ts"));
   assert(s.errors.some((record) => String(record.error).includes("secret.ts")), "logged");
+  const metrics = await (await fetch(s.url + "/metrics")).text();
+  assertStringIncludes(metrics, 'faas_rejected_requests_total{reason="internal_error"} 1');
 });
 
 Deno.test("validate_code answers valid or the position of the problem", async () => {
@@ -468,6 +470,21 @@ Deno.test("metrics expose runs, rejections, instances and process metrics", asyn
   assert(!text.includes("tenant"), "no tenant label");
 });
 
+Deno.test("metrics show the execution slots and the queue beside their bounds", async () => {
+  await using s = await startTestService({ FAAS_MAX_INSTANCES: "3", FAAS_QUEUE_LIMIT: "7" });
+  const scrape = async () => await (await fetch(s.url + "/metrics")).text();
+  const idle = await scrape();
+  assertStringIncludes(idle, "faas_execution_slots 3");
+  assertStringIncludes(idle, "faas_queue_capacity 7");
+  assertStringIncludes(idle, "faas_executions_in_flight 0");
+  const held = s.post("/run_code", { language: "js", code: "gate hold" });
+  await s.js.waitForStarts(1);
+  assertStringIncludes(await scrape(), "faas_executions_in_flight 1");
+  s.js.open("hold");
+  await (await held).body?.cancel();
+  assertStringIncludes(await scrape(), "faas_executions_in_flight 0");
+});
+
 Deno.test("openapi.json is a valid 3.1 document generated from the request schemas", async () => {
   await using s = await startTestService();
   const response = await fetch(s.url + "/openapi.json");
@@ -498,7 +515,7 @@ Deno.test("openapi.json is a valid 3.1 document generated from the request schem
   }
   const docs = await fetch(s.url + "/docs");
   assertEquals(docs.status, 200);
-  assertStringIncludes(await docs.text(), "/openapi.json");
+  assertStringIncludes(await docs.text(), 'data-spec="openapi.json"');
 });
 
 Deno.test("every answer carries X-Request-Id: the caller's when sane, else a new one", async () => {

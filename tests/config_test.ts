@@ -18,6 +18,7 @@ Deno.test("defaults match the contract", () => {
     queueLimit: 1000,
     drainTimeoutMs: 30_000,
     apiKey: undefined,
+    tenantHashKey: undefined,
     languages: ["javascript", "typescript", "python"],
     pythonPath: "python3",
     pythonPreload: [],

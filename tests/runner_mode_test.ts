@@ -343,7 +343,7 @@ Deno.test("runner mode: deno run self runners get the flags the binary is compil
 });
 
 Deno.test(
-  "runner mode: the compile task embeds the runner modules and the Python packages",
+  "runner mode: the compile task embeds the runner modules, the Python packages and the docs",
   opts,
   async () => {
     // No denort can be downloaded here: the deno binary stands in for it, so the whole
@@ -372,6 +372,9 @@ Deno.test(
         jailer.split("\n").find((line) => line.length > 40)!,
         "code generation from strings is not available here",
         "could not revoke the",
+        // The assets /docs serves (swagger-ui-dist's script and styles).
+        "SwaggerUIBundle",
+        ".swagger-ui .opblock",
       ];
       for (const needle of needles) {
         const grep = await new Deno.Command("grep", {

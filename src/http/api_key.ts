@@ -13,11 +13,11 @@ import { HttpError } from "./errors.ts";
 /** Refuses with 401 any request to a guarded path without the right key. */
 export function apiKey(
   key: string,
-  options: { openPaths: ReadonlySet<string> },
+  options: { isOpen: (path: string) => boolean },
 ): MiddlewareHandler<AppEnv> {
   const expected = digest(key);
   return async function apiKey(c, next) {
-    if (options.openPaths.has(c.req.path)) return next();
+    if (options.isOpen(c.req.path)) return next();
     const authorization = c.req.header("Authorization") ?? "";
     const bearer = /^Bearer\s+(.+)$/i.exec(authorization)?.[1]?.trim();
     const candidates = [bearer, c.req.header("X-API-Key")?.trim()];

@@ -52,6 +52,7 @@ export function invalidRequest(details: ErrorDetail[], prefix = "invalid request
 /**
  * Turns whatever a request threw into its answer: a {@link HttpError} as it says, Hono's own
  * 4xx as `{"error"}`, anything else as a 500 that names no internals (the log has them).
+ * `onRejected` counts the refusals by reason, a 500 as `internal_error`.
  */
 export function errorHandler(options: {
   logger: Logger;
@@ -68,6 +69,7 @@ export function errorHandler(options: {
     if (error instanceof HTTPException && error.status < 500) {
       return c.json({ error: error.message || "bad request" }, error.status);
     }
+    options.onRejected("internal_error");
     options.logger.error({
       msg: "internal_error",
       request_id: c.get("requestId"),

@@ -18,6 +18,7 @@ import {
   ValidateResponseSchema,
 } from "../schemas.ts";
 import type { AppEnv } from "./context.ts";
+import { DOCS_ASSETS_PREFIX } from "./docs.ts";
 
 /** What the route declarations depend on. */
 export interface RouteOptions {
@@ -27,8 +28,13 @@ export interface RouteOptions {
   body: MiddlewareHandler<AppEnv>;
 }
 
-/** Paths answered without an API key. */
+/** Paths answered without an API key (and the docs' assets, below {@link DOCS_ASSETS_PREFIX}). */
 export const OPEN_PATHS: ReadonlySet<string> = new Set(["/health", "/openapi.json", "/docs"]);
+
+/** True for a path answered without an API key: an open path or one of the docs' assets. */
+export function isOpenPath(path: string): boolean {
+  return OPEN_PATHS.has(path) || path.startsWith(DOCS_ASSETS_PREFIX);
+}
 
 function json<T extends z.ZodType>(schema: T, description: string) {
   return { content: { "application/json": { schema } }, description };
@@ -108,8 +114,22 @@ export function apiRoutes(options: RouteOptions) {
       responses: {
         200: {
           content: { "text/html": { schema: z.string() } },
-          description: "A page that renders /openapi.json.",
+          description: "A page that renders /openapi.json, with every asset served here.",
         },
+      },
+    }),
+    /** The page's script, styles and icon; an implementation detail of /docs, not documented. */
+    docsAsset: createRoute({
+      method: "get",
+      path: `${DOCS_ASSETS_PREFIX}{tag}/{file}`,
+      hide: true,
+      request: { params: z.object({ tag: z.string(), file: z.string() }) },
+      responses: {
+        200: {
+          content: { "application/octet-stream": { schema: z.string() } },
+          description: "The asset, cacheable for good (its URL changes with its contents).",
+        },
+        404: json(ErrorResponseSchema, "No such asset in this build."),
       },
     }),
   };
