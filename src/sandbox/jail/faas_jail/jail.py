@@ -166,13 +166,23 @@ class Jail:
         """The last layers, applied by the sandbox process itself: rlimits, its uid (unless
         `keep_uid`: the host's own trusted programs) and the seccomp filter (with
         no_new_privs)."""
-        layers.set_limits(limits)
-        if self.layers["uid"] and not keep_uid:
-            layers.drop_identity(slot.uid)
-        if self.filter is not None:
-            self.filter.install()
-        elif self.layers["no_new_privs"]:
-            seccomp.no_new_privs()
+        self.confiner(slot, limits, keep_uid)()
+
+    def confiner(self, slot, limits, keep_uid=False):
+        """`confine` made ready once, for a process that forks a child per run to call."""
+        apply_limits = layers.Limits(limits)
+        uid = slot.uid if self.layers["uid"] and not keep_uid else None
+        install = self.filter.install if self.filter is not None else (
+            seccomp.no_new_privs if self.layers["no_new_privs"] else None)
+
+        def confine():
+            apply_limits()
+            if uid is not None:
+                layers.drop_identity(uid)
+            if install is not None:
+                install()
+
+        return confine
 
     def tmp_options(self, uid):
         """Mount options of a sandbox's private /tmp."""
