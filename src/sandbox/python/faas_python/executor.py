@@ -176,10 +176,14 @@ STDIO = (
 )
 
 
-def install_stdio():
-    """Points sys.std* at fds 0-2 of the run."""
+def prepare_process():
+    """Once per zygote, for every run it forks: sys.std* point at fds 0-2 (each run's own
+    pipes by then) and SIGTERM writes out buffered output before the run ends. The zygote
+    itself never writes to them and is never sent SIGTERM."""
     sys.stdin, sys.stdout, sys.stderr = STDIO
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = STDIO
+    sys.argv = [USER_FILE]
+    signal.signal(signal.SIGTERM, stop_on_signal)
 
 
 def flush_stdio():
