@@ -35,6 +35,7 @@ const ZYGOTE_PACKAGE: readonly URL[] = [
   "__init__.py",
   "frames.py",
   "executor.py",
+  "prefault.py",
   "validation.py",
   "zygote.py",
 ].map((name) => new URL(`./faas_python/${name}`, import.meta.url));

@@ -106,8 +106,9 @@ def parse_input(text):
         raise RecursionError(INPUT_DEPTH_HINT) from None
 
 
-def execute(job, report_fd):
-    """Runs the job's code as __main__ and reports what it did; never returns."""
+def execute(job, report_fd, before_exit=None):
+    """Runs the job's code as __main__ and reports what it did; never returns (calls
+    `before_exit` last, if given)."""
     kind, exit_code, returned = "ok", 0, None
     try:
         source = job["code"]
@@ -163,6 +164,8 @@ def execute(job, report_fd):
             os.close(fd)
         except OSError:
             pass
+    if before_exit is not None:
+        before_exit()
     os._exit(exit_code & 0xFF)
 
 

@@ -23,8 +23,28 @@ import termios
 import time
 
 from faas_jail import layers
-from faas_python import executor, frames, validation
+from faas_python import executor, frames, prefault, validation
 
+# A job shaped like the platform's evaluators, run once per zygote to learn which pages a run
+# writes (see prefault.py). It holds no one's data.
+REHEARSAL_JOB = {
+    "mode": "run",
+    "timeout_ms": 1000,
+    "input": '{"turn": {"output": "four", "reference": "4"}}',
+    "code": "import json, sys, asyncio\n"
+            "from dataclasses import dataclass\n\n"
+            "@dataclass\n"
+            "class Verdict:\n"
+            "    score: float\n"
+            "    reason: str\n\n"
+            "verdict = Verdict(float(input['turn']['output'] == 'four'), 'same words')\n"
+            "print('scoring', input['turn'])\n"
+            "print('__COZE_RETURN_VAL_START__')\n"
+            "print(json.dumps({'score': verdict.score, 'reason': verdict.reason}))\n"
+            "print('__COZE_RETURN_VAL_END__')\n"
+            "{'score': verdict.score}\n",
+}
+REHEARSAL_TIMEOUT_MS = 10_000
 STOP_GRACE = 0.04  # between the timeout's SIGTERM and its SIGKILL
 DRAIN_GRACE = 0.05  # for output still in the pipes once the run is gone
 PIPE_SIZE = 1 << 20
@@ -105,8 +125,49 @@ class Zygote:
         self.scratch = os.pipe()  # drains a job no child takes, without reading it
         _forget_package(CONFIG["path"])
         executor.prepare_process()
+        self.prefault = None
+
+    def rehearse(self):
+        """Learns which pages a run child writes, from a child that runs a canned job the way a
+        run does (its output goes nowhere), so that every later child copies them ahead."""
+        if not prefault.supported():
+            return
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        pid = layers.clone(self.flags)
+        if pid == 0:
+            try:
+                measure = prefault.Measure()
+                self._enter((self.null, self.null, self.null, job_r, self.null, result_w),
+                            keep=(measure.maps.fileno(), measure.pagemap.fileno()))
+                _serve_job(3, 4, before_exit=lambda: os.write(5, json.dumps(measure()).encode()))
+            finally:
+                os._exit(70)
+        for fd in (job_r, result_w):
+            os.close(fd)
+        data = b""
+        try:
+            os.write(job_w, json.dumps(REHEARSAL_JOB).encode())
+            os.close(job_w)
+            ready = select.poll()
+            ready.register(result_r, select.POLLIN)
+            while ready.poll(REHEARSAL_TIMEOUT_MS):
+                chunk = os.read(result_r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(result_r)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        try:
+            spans = [(int(start), int(length)) for start, length in json.loads(data)]
+        except ValueError:
+            return  # no rehearsal, no copies ahead: runs take their faults
+        self.prefault = prefault.Prefault(spans)
 
     def loop(self):
+        self.rehearse()
         os.set_blocking(self.fd, True)
         self.poll.register(self.fd, select.POLLIN)
         self._fork_spare()
@@ -318,23 +379,28 @@ class Zygote:
         self.spare = child
 
     def _child(self, job_r, out_w, err_w, report_w, ready_w):
-        """In the forked child: enters the run's own layers, says it is ready, then waits for
-        its job."""
+        """In the forked child: copies ahead what a run writes, enters the run's own layers,
+        says it is ready, then waits for its job."""
+        if self.prefault is not None:
+            self.prefault()
         self._enter((self.null, out_w, err_w, job_r, report_w, ready_w))
         os.write(5, b"R")
         os.close(5)
         _serve_job(3, 4)
 
-    def _enter(self, fds):
+    def _enter(self, fds, keep=()):
         """In a fresh child: `fds` become its fds 0-5 (stdin, stdout, stderr, job, report, ready),
-        every other one is closed, and it enters the run's layers. Runs once per run,
+        every other one but `keep` is closed, and it enters the run's layers. Runs once per run,
         so it does as little as it can: whatever can be done once per slot was done in the
         zygote."""
         if not self.flags & layers.CLONE_NEWPID:
             os.setsid()  # without a pid namespace, the group is what the zygote kills
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        os.closerange(6, self.max_fd)
+        if keep:
+            layers.close_fds_except({3, 4, 5, *keep})
+        else:
+            os.closerange(6, self.max_fd)
         if self.fresh_tmp is not None:
             self.fresh_tmp()
         os.chdir("/tmp")
@@ -347,7 +413,7 @@ def _readable_bytes(fd):
     return struct.unpack("i", data)[0]
 
 
-def _serve_job(job_fd, report_fd):
+def _serve_job(job_fd, report_fd, before_exit=None):
     """In a run's jailed process: reads its job to the end and runs or checks it; never
     returns."""
     data = bytearray()
@@ -362,7 +428,7 @@ def _serve_job(job_fd, report_fd):
         validation.validate(job["code"], report_fd)
     cpu = max(1, -(-int(job.get("timeout_ms", 1000)) // 1000) + 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    executor.execute(job, report_fd)
+    executor.execute(job, report_fd, before_exit)
 
 
 class SpliceError(OSError):
