@@ -290,10 +290,13 @@ def _cgroupns_probe(dirs):
 
 
 def _root_probe(jail):
+    """The root is entered when `/` is another file system than the host's and holds what a
+    sandbox needs (a host dir may appear in it too: an interpreter under /root, say)."""
+    host_root = os.stat("/").st_dev
     jail.root.tmp_options = jail.tmp_options(0)
     jail.root.enter(with_proc=True)
     names = set(os.listdir("/"))
-    return {"usr", "tmp", "proc", "dev", "etc"} <= names and "root" not in names
+    return os.stat("/").st_dev != host_root and {"usr", "tmp", "proc", "dev", "etc"} <= names
 
 
 def _seccomp_probe(flt):
