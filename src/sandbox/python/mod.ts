@@ -42,7 +42,7 @@ const ZYGOTE_PACKAGE: readonly URL[] = [
 
 /** Tuning beyond {@link RuntimeSettings}. */
 export interface PythonRuntimeOptions {
-  /** The Python interpreter (`FAAS_PYTHON`); default `python3`. */
+  /** The Python interpreter; default the settings' `pythonPath` (`FAAS_PYTHON`). */
   python?: string;
   /** Modules imported once at start, which every run inherits (`FAAS_PYTHON_PRELOAD`). */
   preload?: readonly string[];
@@ -108,7 +108,9 @@ class PythonRuntime implements Runtime {
 
   async #start(): Promise<void> {
     const settings = this.#settings;
-    const python = await resolvePython(this.#options.python ?? "python3");
+    const python = await resolvePython(
+      this.#options.python ?? (settings.pythonPath || "python3"),
+    );
     this.#version = python.version;
     const workdir = this.#workdir = await createWorkdir("py");
     const packageDir = await copyFiles(workdir, "py", []);

@@ -24,7 +24,8 @@ class _Result:
 
 def to_json_text(value):
     """`value` as JSON text; numpy scalars and arrays (and anything with `tolist`/`item`) as
-    the JSON of their plain values; else its repr."""
+    the JSON of their plain values; a value JSON cannot hold (a set, NaN, an object) as its
+    repr."""
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_plain)
     except Exception:
@@ -39,8 +40,6 @@ def _plain(value):
         method = getattr(value, name, None)
         if callable(method):
             return method()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
     raise TypeError("not JSON serializable")
 
 
