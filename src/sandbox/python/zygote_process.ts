@@ -263,7 +263,7 @@ export class PythonZygote implements Sandbox {
       error = `memory limit of ${this.#options.memoryLimitMb} MiB exceeded`;
     } else if (signal || (flags & STOPPED)) {
       status = "crashed";
-      error = `the sandbox process died from signal ${signal || 9}`;
+      error = `the sandbox process died from ${signalName(signal || 9)}`;
     } else {
       status = exitCode === 0 ? "success" : "error";
     }
@@ -342,5 +342,25 @@ function concatAll(parts: Uint8Array[]): Uint8Array {
 }
 
 function describeExit(exit: SandboxExit): string {
-  return exit.signal !== undefined ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+  return exit.signal !== undefined ? signalName(exit.signal) : `exit code ${exit.code}`;
+}
+
+/** Names of the signals a run usually dies from (x86_64 and aarch64 numbers). */
+const SIGNAL_NAMES: Record<number, string> = {
+  4: "SIGILL",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  15: "SIGTERM",
+  24: "SIGXCPU",
+  25: "SIGXFSZ",
+  31: "SIGSYS",
+};
+
+function signalName(signal: number): string {
+  const name = SIGNAL_NAMES[signal];
+  return name ? `signal ${signal} (${name})` : `signal ${signal}`;
 }

@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -121,6 +122,11 @@ class Zygote:
             if jail.layers["mountns"] else None
         self.confine = jail.confiner(slot, self.limits)
         self.max_fd = os.sysconf("SC_OPEN_MAX")
+        # Without a mount namespace a run has no /tmp of its own: it gets a private dir of the
+        # jail's, emptied after it; without a pid namespace what it started is found by uid.
+        self.run_dir = None if jail.layers["mountns"] else os.path.join(
+            os.path.dirname(jail.config["mount_point"]), "runs", "s%d" % slot.number)
+        self.sweep_uid = slot.uid if jail.layers["uid"] and not jail.layers["pidns"] else None
         self.null = os.open("/dev/null", os.O_WRONLY)
         self.scratch = os.pipe()  # drains a job no child takes, without reading it
         _forget_package(CONFIG["path"])
@@ -132,6 +138,7 @@ class Zygote:
         run does (its output goes nowhere), so that every later child copies them ahead."""
         if not prefault.supported():
             return
+        self._make_run_dir()
         job_r, job_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = layers.clone(self.flags)
@@ -160,6 +167,7 @@ class Zygote:
             os.close(result_r)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            self._clean_up()
         try:
             spans = [(int(start), int(length)) for start, length in json.loads(data)]
         except ValueError:
@@ -300,7 +308,32 @@ class Zygote:
         self.running = None
         self.failures = 0
         self._send(frames.pack(frames.EXIT, child.run, flags=flags, argument=child.status))
+        self._clean_up()
         self._fork_spare()
+
+    def _make_run_dir(self):
+        """Without a mount namespace: the next run's private, empty dir (mode 0700, its uid)."""
+        if self.run_dir is None:
+            return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        os.makedirs(os.path.dirname(self.run_dir), mode=0o711, exist_ok=True)
+        os.mkdir(self.run_dir, 0o700)
+        os.chown(self.run_dir, self.slot.uid, self.slot.uid)
+
+    def _clean_up(self):
+        """Where a layer is missing, removes by hand what a run left: processes of the slot's
+        uid (which no pid namespace took along) and its private dir (no mount namespace)."""
+        if self.sweep_uid is not None:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setresuid(self.sweep_uid, self.sweep_uid, self.sweep_uid)
+                    os.kill(-1, signal.SIGKILL)  # every process of that uid but this one
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _forget(self, fd):
         if self.owners.pop(fd, None) is not None:
@@ -349,6 +382,7 @@ class Zygote:
     def _fork_spare(self):
         """Forks the next run's child; it enters its jail at once and says READY (through the
         zygote) when it waits for its job, so the jail's cost stays off the run's path."""
+        self._make_run_dir()
         job_r, job_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -403,7 +437,11 @@ class Zygote:
             os.closerange(6, self.max_fd)
         if self.fresh_tmp is not None:
             self.fresh_tmp()
-        os.chdir("/tmp")
+        if self.run_dir is None:
+            os.chdir("/tmp")
+        else:
+            os.chdir(self.run_dir)
+            os.environ["TMPDIR"] = self.run_dir
         self.confine()
         executor.reseed()
 
