@@ -196,11 +196,13 @@ export class Jail {
     };
     let child: Deno.ChildProcess;
     try {
+      // Sandboxes inherit the jailer's command line and read it: it names no host path, and
+      // the config (paths of the host) goes on stdin.
       child = new Deno.Command(options.python, {
-        args: ["-I", `${dirs.packageDir}/faas_jail/__main__.py`, JSON.stringify(config)],
+        args: ["-I", "faas_jail/__main__.py"],
         clearEnv: true,
         env: {},
-        cwd: "/",
+        cwd: dirs.packageDir,
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
@@ -210,6 +212,10 @@ export class Jail {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`cannot start the sandbox jailer with ${options.python}: ${reason}`);
     }
+    const configLine = new TextEncoder().encode(JSON.stringify(config) + "\n");
+    const stdin = child.stdin.getWriter();
+    await stdin.write(configLine).catch(() => {});
+    stdin.releaseLock();
     const events = eventLines(child.stdout);
     const stderr = tail(child.stderr, options.debug);
     const first = await events.next().catch(() => undefined);

@@ -1,8 +1,10 @@
 """The jailer: the one process that starts sandbox processes, for every language.
 
-Usage: python3 -I <dir>/faas_jail/__main__.py <config as JSON>
+Usage: cd <dir> && python3 -I faas_jail/__main__.py, its config as JSON on stdin's first line.
 
-It speaks newline-delimited JSON with the host on stdin (requests) and stdout (events), and
+Its command line names no path of the host: every sandbox it forks inherits it, and a sandbox
+reads its own (/proc/self/cmdline). It speaks newline-delimited JSON with the host on stdin
+(requests, after the config) and stdout (events), and
 never sees what a sandbox runs: code, input and output go between the host and the sandbox
 over the sandbox's own connection to the host's socket, which the sandbox opens before it
 enters its jail. Requests:
@@ -74,10 +76,9 @@ class Jailer:
         send({"ev": "ready", "layers": self.jail.layers, "uid_base": self.jail.uid_base,
               "python": sys.version.split()[0]})
 
-    def serve(self):
+    def serve(self, pending=b""):
         os.set_blocking(0, False)
         self.poll.register(0, select.POLLIN)
-        pending = b""
         while True:
             idle = -1 if self.jail.netns is None else 0
             events = self.poll.poll(idle if self._has_background_work() else -1)
@@ -225,12 +226,25 @@ def _kill_group(pid):
         pass
 
 
+def read_config():
+    """The config (stdin's first line) and whatever the host sent after it."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(0, READ_CHUNK)
+        if not chunk or len(data) > MAX_REQUEST:
+            raise SystemExit("the jailer expected its config as the first line of its input")
+        data += chunk
+    line, rest = data.split(b"\n", 1)
+    return json.loads(line), rest
+
+
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    jailer = Jailer(json.loads(sys.argv[1]))
+    config, pending = read_config()
+    jailer = Jailer(config)
     try:
         jailer.start()
-        jailer.serve()
+        jailer.serve(pending)
     finally:
         jailer.shutdown()
 
