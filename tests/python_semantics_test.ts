@@ -212,6 +212,21 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a character written in two pieces, with a pause between them, arrives whole",
+  ...opts,
+  fn: async () => {
+    const code = "import sys, time\nfor stream in (sys.stdout, sys.stderr):\n" +
+      "    for i in range(5):\n" +
+      "        stream.buffer.write(b'\\xc3')\n        stream.flush()\n        time.sleep(0.01)\n" +
+      "        stream.buffer.write(b'\\xa9')\n        stream.flush()";
+    const out = await runtime.run(job(code));
+    assert.equal(out.status, "success", out.stderr);
+    assert.equal(out.stdout, "ééééé");
+    assert.equal(out.stderr, "ééééé");
+  },
+});
+
+Deno.test({
   name: "non-daemon threads finish before the run ends",
   ...opts,
   fn: async () => {

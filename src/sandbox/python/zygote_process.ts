@@ -60,6 +60,8 @@ interface ActiveRun {
   startedAt: number;
   stdout: OutputCapture;
   stderr: OutputCapture;
+  /** UTF-8 decoders of stdout and stderr: a character may span two frames. */
+  decoders: [TextDecoder, TextDecoder];
   report: Uint8Array[];
   reportBytes: number;
   timer?: ReturnType<typeof setTimeout>;
@@ -130,6 +132,7 @@ export class PythonZygote implements Sandbox {
       startedAt: performance.now(),
       stdout: new OutputCapture(limit),
       stderr: new OutputCapture(limit),
+      decoders: [new TextDecoder(), new TextDecoder()],
       report: [],
       reportBytes: 0,
       done: (exit) => {
@@ -214,7 +217,8 @@ export class PythonZygote implements Sandbox {
         return;
       }
       const capture = frame.stream === 1 ? active.stdout : active.stderr;
-      capture.push(new TextDecoder().decode(frame.payload));
+      const decoder = active.decoders[frame.stream === 1 ? 0 : 1];
+      capture.push(decoder.decode(frame.payload, { stream: true }));
       if (capture.exceeded && this.#options.outputPolicy === "stop") {
         this.#writer.write(header(STOP, active.id, 0, 0)).catch(() => this.kill());
       }
@@ -228,6 +232,8 @@ export class PythonZygote implements Sandbox {
     exit: { status: number; flags: number } | { lost: string },
     report: Report | undefined,
   ): RunOutcome {
+    active.stdout.push(active.decoders[0].decode());
+    active.stderr.push(active.decoders[1].decode());
     const base = {
       stderr: active.stderr.text(),
       durationMs: Math.round(performance.now() - active.startedAt),
