@@ -92,6 +92,7 @@ class Child:
         self.drain_until = None
         self.flags = 0
         self.ooms = 0
+        self.answered = False  # its EXIT is sent (it was killed): the rest is clean-up
 
 
 class Zygote:
@@ -210,6 +211,7 @@ class Zygote:
         elif kind == frames.STOP and self.running and self.running.run == run:
             self.running.flags |= frames.STOPPED
             self._kill(self.running, signal.SIGKILL)
+            self._answer_now(self.running)
         return True
 
     def _start(self, run, timeout_ms, length):
@@ -259,8 +261,8 @@ class Zygote:
             del child.streams[fd]
             self._maybe_done(child)
             return
-        if child is not self.running:
-            _splice_exactly(fd, self.null, available)  # a spare's own failure message
+        if child is not self.running or child.answered:
+            _splice_exactly(fd, self.null, available)  # a spare's failure; a killed run's tail
             return
         self._send(frames.pack(frames.OUT, child.run, stream=child.streams[fd],
                                length=available))
@@ -302,12 +304,13 @@ class Zygote:
             time.sleep(min(1.0, 0.01 * 2 ** self.failures))
             self._fork_spare()
             return
-        flags = child.flags
-        if self.oom_kills() > child.ooms:
-            flags |= frames.OOM
         self.running = None
         self.failures = 0
-        self._send(frames.pack(frames.EXIT, child.run, flags=flags, argument=child.status))
+        if not child.answered:
+            flags = child.flags
+            if self.oom_kills() > child.ooms:
+                flags |= frames.OOM
+            self._send(frames.pack(frames.EXIT, child.run, flags=flags, argument=child.status))
         self._clean_up()
         self._fork_spare()
 
@@ -363,8 +366,25 @@ class Zygote:
         if child.kill_at is not None and now >= child.kill_at:
             child.kill_at = None
             self._kill(child, signal.SIGKILL)
+            self._answer_now(child)
         if child.drain_until is not None and now >= child.drain_until:
             self._maybe_done(child, force=True)
+
+    def _answer_now(self, child):
+        """Answers for a run this zygote killed without waiting for it to be gone: the kernel
+        may take long to tear down a run of many processes (a fork bomb), and the answer is
+        known. What it wrote so far goes first. The zygote forks no next child, so it serves
+        no other run, until this one is reaped."""
+        if child.answered or child.status is not None:
+            return
+        for fd, stream in list(child.streams.items()):
+            available = _readable_bytes(fd)
+            if available:
+                self._send(frames.pack(frames.OUT, child.run, stream=stream, length=available))
+                _splice_exactly(fd, self.fd, available)
+        child.answered = True
+        self._send(frames.pack(frames.EXIT, child.run, flags=child.flags,
+                               argument=signal.SIGKILL))
 
     def _kill(self, child, signum):
         if child.status is not None:
