@@ -228,7 +228,9 @@ def _make_root(config):
         if any(target == t or target.startswith(t + "/") for _, t, _ in binds):
             continue  # already visible under a system dir
         binds.append((source, target, None))
-    for name in ("ld.so.cache", "localtime"):
+    # The loader's cache, the time zone, and Debian's alternatives: libraries such as numpy's
+    # BLAS are symlinks through /etc/alternatives. Nothing else of the host's /etc.
+    for name in ("ld.so.cache", "localtime", "alternatives"):
         path = "/etc/" + name
         if os.path.exists(path):
             binds.append((os.path.realpath(path), path, None))
