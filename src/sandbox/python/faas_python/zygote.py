@@ -57,16 +57,32 @@ CONFIG = {}
 ALWAYS_PRELOADED = ("asyncio", "dataclasses", "typing", "json", "re", "random")
 
 
+# Numeric libraries start thread pools on import; a process that forks must have one thread.
+SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
 def prepare(config):
-    """In the jailer, before it forks any zygote: imports what runs inherit."""
+    """In the jailer, before it forks any zygote: imports what runs inherit. A module that
+    cannot be imported, or leaves threads running, stops the jailer with one line naming it."""
     CONFIG.update(config)
+    for name in SINGLE_THREAD_ENV:
+        os.environ[name] = "1"
     for name in ALWAYS_PRELOADED:
         __import__(name)
     for name in config.get("preload", ()):
         try:
             __import__(name)
-        except Exception as exc:  # noqa: BLE001 - any failure of the import is reported as is
-            raise SystemExit("cannot preload the python module %r: %s" % (name, exc)) from None
+        except BaseException as exc:  # noqa: BLE001 - any failure of the import is reported
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SystemExit("cannot preload the python module %r: %s" % (name, reason)) \
+                from None
+        threads = len(os.listdir("/proc/self/task"))
+        if threads > 1:
+            raise SystemExit("cannot preload the python module %r: it left %d threads running, "
+                             "and a zygote must have one to fork" % (name, threads - 1))
+    for name in SINGLE_THREAD_ENV:
+        del os.environ[name]
     gc.collect()
     gc.freeze()
 
