@@ -119,12 +119,12 @@ Deno.test({
   name: "attack: /proc/1 is the run itself, and its environment is not readable",
   ...opts,
   fn: async () => {
-    const code = "import os\n[os.getpid(), open('/proc/1/cmdline').read().split('\\0')[:3]]";
+    const code = "import os\n[os.getpid(), open('/proc/1/cmdline').read().split('\\0')]";
     const out = await runtime.run(job(code));
     assert.equal(out.status, "success", out.stderr);
     const [pid, cmdline] = JSON.parse(out.retVal);
     assert.equal(pid, 1);
-    assert.equal(cmdline[2], JAILER_MARK, "the host's init is out of reach");
+    assert.ok(cmdline.includes(JAILER_MARK), "the host's init is out of reach");
     const environ = await runtime.run(job("print(open('/proc/1/environ').read())"));
     assert.equal(environ.status, "error");
     assert.match(environ.stderr, /PermissionError/);

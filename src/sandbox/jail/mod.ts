@@ -199,7 +199,8 @@ export class Jail {
       // Sandboxes inherit the jailer's command line and read it: it names no host path, and
       // the config (paths of the host) goes on stdin.
       child = new Deno.Command(options.python, {
-        args: ["-I", "faas_jail/__main__.py"],
+        // -B: the copy of the packages is new at every start, a bytecode cache in it is waste.
+        args: ["-I", "-B", "faas_jail/__main__.py"],
         clearEnv: true,
         env: {},
         cwd: dirs.packageDir,

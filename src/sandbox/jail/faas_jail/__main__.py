@@ -1,6 +1,6 @@
 """The jailer: the one process that starts sandbox processes, for every language.
 
-Usage: cd <dir> && python3 -I faas_jail/__main__.py, its config as JSON on stdin's first line.
+Usage: cd <dir> && python3 -I -B faas_jail/__main__.py, its config as JSON on stdin's first line.
 
 Its command line names no path of the host: every sandbox it forks inherits it, and a sandbox
 reads its own (/proc/self/cmdline). It speaks newline-delimited JSON with the host on stdin
