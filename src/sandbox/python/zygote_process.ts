@@ -155,9 +155,12 @@ export class PythonZygote implements Sandbox {
       input: job.input ?? null,
       timeout_ms: job.timeoutMs,
     }));
+    // One write: the zygote wakes once, with the whole job there to splice.
+    const frame = new Uint8Array(HEADER_BYTES + payload.length);
+    frame.set(header(RUN, id, job.timeoutMs, payload.length), 0);
+    frame.set(payload, HEADER_BYTES);
     try {
-      await this.#writer.write(header(RUN, id, job.timeoutMs, payload.length));
-      await this.#writer.write(payload);
+      await this.#writer.write(frame);
     } catch {
       if (this.#active === active) {
         this.#active = undefined;

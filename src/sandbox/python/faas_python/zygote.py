@@ -240,7 +240,6 @@ class Zygote:
         self.spare = None
         self.running = child
         child.run = run
-        child.ooms = self.oom_kills()
         child.deadline = time.monotonic() + timeout_ms / 1000
         try:
             _splice_exactly(self.fd, child.job_w, length)
@@ -290,6 +289,7 @@ class Zygote:
         self._forget(child.ready_r)
         child.ready_r = None
         if jailed and child is self.spare:
+            child.ooms = self.oom_kills()  # the slot's count before the run: off its path
             self._send(frames.pack(frames.READY))
 
     def _reap(self, child):
