@@ -358,3 +358,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a starting jailer removes dead jails' work dirs and cgroups, never a live one's",
+  ...opts,
+  fn: async () => {
+    // A jail that died without cleaning up: its work dir with an unlocked lock, its cgroup.
+    const dead = await Deno.makeTempDir({ prefix: "faas-py-" });
+    await Deno.writeTextFile(`${dead}/.lock`, "");
+    const name = dead.slice(dead.lastIndexOf("/") + 1);
+    const cgroup = await memoryCgroupParent();
+    if (cgroup) await Deno.mkdir(`${cgroup}/${name}/s0`, { recursive: true });
+    // A live jail, maybe of another service: its lock is held.
+    const live = await Deno.makeTempDir({ prefix: "faas-py-" });
+    const lock = await Deno.open(`${live}/.lock`, { create: true, write: true });
+    await lock.lock(true);
+    const other = createPythonRuntime(testSettings({ poolSize: 1 }));
+    try {
+      await other.start();
+      await assert.rejects(Deno.stat(dead), Deno.errors.NotFound);
+      if (cgroup) await assert.rejects(Deno.stat(`${cgroup}/${name}`), Deno.errors.NotFound);
+      assert.ok((await Deno.stat(`${live}/.lock`)).isFile, "a live jail's dir was removed");
+    } finally {
+      await other.shutdown();
+      lock.close();
+      await Deno.remove(live, { recursive: true });
+      await Deno.remove(dead, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Where jails make their memory cgroups (cgroup v1: beside this process's own), if anywhere. */
+async function memoryCgroupParent(): Promise<string | undefined> {
+  const lines = (await Deno.readTextFile("/proc/self/cgroup")).split("\n");
+  const v1 = lines.find((line) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(line));
+  if (!v1) return undefined;
+  const dir = `/sys/fs/cgroup/memory${v1.split(":")[2].replace(/\/$/, "")}`;
+  try {
+    return (await Deno.stat(dir)).isDirectory ? dir : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -64,6 +64,7 @@ Deno.test({
         "layers.py",
         "seccomp.py",
         "slots.py",
+        "workdirs.py",
       ]);
       assert.deepEqual(await names("faas_python"), [
         "__init__.py",
