@@ -11,7 +11,9 @@
  *
  * Usage: deno run --allow-all bench/python_fork_floor.ts [--rounds=5] [--runs=40] [--c16-ms=3000]
  *
- * Environment: `FAAS_PYTHON` (the interpreter of both, default `python3`).
+ * Environment: `FAAS_PYTHON` (the interpreter of both, default `python3`). With
+ * `FAAS_PYTHON_PRELOAD=numpy`, a second runtime that preloads numpy runs an evaluator that uses
+ * numpy and the trivial program, and the ratio of the two is printed.
  *
  * @module
  */
@@ -43,6 +45,18 @@ def exec_evaluation(turn):
 result = exec_evaluation(input)
 print("__COZE_RETURN_VAL_START__")
 print(json.dumps({"score": result.score, "reason": result.reason}))
+print("__COZE_RETURN_VAL_END__")
+`;
+
+/** An evaluator that scores with numpy (measured when numpy is preloaded). */
+export const NUMPY_EVALUATOR = `import json
+import numpy as np
+
+scores = np.array([0.2, 0.9, 0.4, 0.7])
+weights = np.linspace(1, 2, scores.size)
+score = float(np.average(scores, weights=weights))
+print("__COZE_RETURN_VAL_START__")
+print(json.dumps({"score": round(score, 3), "best": int(np.argmax(scores))}))
 print("__COZE_RETURN_VAL_END__")
 `;
 
@@ -134,7 +148,7 @@ function startFloor(python: string): Target {
   };
 }
 
-async function startRuntime(python: string): Promise<Target> {
+async function startRuntime(python: string, preload: string[] = []): Promise<Target> {
   const runtime: Runtime = createPythonRuntime({
     poolSize: 4,
     maxInstances: 16,
@@ -143,10 +157,10 @@ async function startRuntime(python: string): Promise<Target> {
     pythonPath: python,
     requireIsolation: [],
     debug: false,
-  }, { python });
+  }, { python, preload });
   await runtime.start();
   return {
-    name: "runtime",
+    name: preload.length ? `runtime preloading ${preload.join(",")}` : "runtime",
     async run(code, input) {
       const out = await runtime.run({
         taskId: "bench",
@@ -193,7 +207,9 @@ async function main(): Promise<void> {
   const rounds = flag("rounds", 5);
   const runs = flag("runs", 40);
   const c16Ms = flag("c16-ms", 3000);
+  const preload = (Deno.env.get("FAAS_PYTHON_PRELOAD") ?? "").split(",").filter(Boolean);
   const targets = [startFloor(python), await startRuntime(python)];
+  const numpy = preload.includes("numpy") ? await startRuntime(python, preload) : undefined;
   const series: Record<string, number[]> = {};
   const add = (key: string, values: number[]) => (series[key] ??= []).push(...values);
   for (const target of targets) {
@@ -207,6 +223,14 @@ async function main(): Promise<void> {
       add(`${target.name} c16`, [await concurrent(target, EVALUATOR, TURN, c16Ms)]);
     }
   }
+  if (numpy) {
+    await sequential(numpy, NUMPY_EVALUATOR, null, 5);
+    for (let round = 0; round < rounds; round++) {
+      add("numpy trivial", await sequential(numpy, TRIVIAL, null, runs));
+      add("numpy evaluator", await sequential(numpy, NUMPY_EVALUATOR, null, runs));
+    }
+    await numpy.close();
+  }
   for (const target of targets) await target.close();
   const floor = (kind: string) => median(series[`fork floor ${kind}`]);
   for (const kind of ["trivial", "evaluator"]) {
@@ -214,6 +238,14 @@ async function main(): Promise<void> {
     console.log(
       `sequential ${kind}: floor p50 ${floor(kind).toFixed(2)} ms, runtime p50 ` +
         `${value.toFixed(2)} ms, ratio ${(value / floor(kind)).toFixed(2)}×`,
+    );
+  }
+  if (numpy) {
+    const evaluator = median(series["numpy evaluator"]);
+    const trivial = median(series["numpy trivial"]);
+    console.log(
+      `numpy preloaded: numpy evaluator p50 ${evaluator.toFixed(2)} ms, trivial p50 ` +
+        `${trivial.toFixed(2)} ms, ratio ${(evaluator / trivial).toFixed(2)}×`,
     );
   }
   const rate = median(series["runtime c16"]);
