@@ -81,6 +81,19 @@ Deno.test({
 });
 
 Deno.test({
+  name: "attacks: the jail mounts nothing in the host's mount namespace",
+  ...opts,
+  fn: async () => {
+    // The jailer runs in <work dir>/files/py; sandboxes' roots are mounted at <work dir>/root,
+    // each in its own namespace.
+    const workdir = (await Deno.readLink(`/proc/${jailer}/cwd`)).split("/").slice(0, 3).join("/");
+    const mounts = (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
+      .filter((line) => line.split(" ")[4]?.startsWith(`${workdir}/`));
+    assert.deepEqual(mounts, []);
+  },
+});
+
+Deno.test({
   name: "attack: reading /etc/shadow is refused",
   ...opts,
   fn: async () => {

@@ -54,11 +54,13 @@ class Jail:
             self.uid_base, self.uid_lock = claim_uid_range(self.config["max_slots"] + 1)
             probe_uid = self.uid_base + self.config["max_slots"]
             self.layers["uid"] = _in_child(0, lambda: _uid_probe(probe_uid))
-        for name, flag in (("pidns", layers.CLONE_NEWPID), ("ipcns", layers.CLONE_NEWIPC),
-                           ("utsns", layers.CLONE_NEWUTS), ("mountns", layers.CLONE_NEWNS)):
+        # Each check runs in a child of its own namespace: the mount check, which mounts, in a
+        # new mount namespace only (in any other it would mount in the host's).
+        for name, flag, check in (("pidns", layers.CLONE_NEWPID, _pid_one),
+                                  ("ipcns", layers.CLONE_NEWIPC, _new_namespace("ipc")),
+                                  ("utsns", layers.CLONE_NEWUTS, _hostname_probe),
+                                  ("mountns", layers.CLONE_NEWNS, _private_mounts(self))):
             if want(name):
-                check = _pid_one if name == "pidns" else (
-                    _hostname_probe if name == "utsns" else _private_mounts(self))
                 self.layers[name] = _in_child(flag, check)
         if want("netns"):
             try:
@@ -265,6 +267,16 @@ def _pid_one():
     return os.getpid() == 1
 
 
+def _new_namespace(kind):
+    """A check that the child is in another namespace of `kind` than its parent."""
+    parent = os.readlink("/proc/self/ns/" + kind)
+
+    def check():
+        return os.readlink("/proc/self/ns/" + kind) != parent
+
+    return check
+
+
 def _hostname_probe():
     layers.set_hostname()
     return os.uname().nodename == layers.HOSTNAME.decode()
@@ -276,7 +288,11 @@ def _uid_probe(uid):
 
 
 def _private_mounts(jail):
+    parent = os.readlink("/proc/self/ns/mnt")
+
     def check():
+        if os.readlink("/proc/self/ns/mnt") == parent:
+            return False  # never mount in the host's namespace
         layers.mount(None, "/", None, layers.MS_REC | layers.MS_PRIVATE)
         layers.mount("tmpfs", jail.config["mount_point"], "tmpfs", layers.MS_NOSUID, "size=64k")
         return True
