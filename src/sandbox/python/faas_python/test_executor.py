@@ -142,7 +142,8 @@ class Execute(unittest.TestCase):
 
     def test_sys_exit_sets_the_exit_code(self):
         report, out, _, code = execute("import sys\nprint('before')\nsys.exit(3)")
-        self.assertEqual((report["kind"], report["exit_code"], out, code), ("exit", 3, "before\n", 3))
+        self.assertEqual((report["kind"], report["exit_code"], out, code),
+                         ("exit", 3, "before\n", 3))
         report, _, err, code = execute("import sys\nsys.exit('bad input')")
         self.assertEqual((report["exit_code"], err, code), (1, "bad input\n", 1))
         self.assertEqual(execute("import sys\nsys.exit()")[0]["kind"], "ok")

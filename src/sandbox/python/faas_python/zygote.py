@@ -112,6 +112,9 @@ class Child:
 
 
 class Zygote:
+    """One slot's zygote: its connection to the service, its next run child (the spare) and
+    the run under way, if any."""
+
     def __init__(self, sock, jail, slot, oom_kills):
         self.sock = sock
         self.fd = sock.fileno()
@@ -187,11 +190,12 @@ class Zygote:
             self._clean_up()
         try:
             spans = [(int(start), int(length)) for start, length in json.loads(data)]
-        except ValueError:
+        except (ValueError, TypeError):
             return  # no rehearsal, no copies ahead: runs take their faults
         self.prefault = prefault.Prefault(spans)
 
     def loop(self):
+        """Serves the service's frames and the children's pipes until the service closes."""
         self.rehearse()
         os.set_blocking(self.fd, True)
         self.poll.register(self.fd, select.POLLIN)
@@ -214,6 +218,7 @@ class Zygote:
     # ------------------------------------------------------------------ service frames
 
     def _read_host(self):
+        """Reads (part of) a frame header from the service; False once it closed."""
         chunk = os.read(self.fd, frames.HEADER.size - len(self.header))
         if not chunk:
             return False
@@ -231,6 +236,8 @@ class Zygote:
         return True
 
     def _start(self, run, timeout_ms, length):
+        """Hands the job of run `run` to the spare: its bytes go from the socket to the child's
+        pipe without entering this process."""
         child = self.spare
         if child is None or self.running is not None:
             # The service sent a run with no spare: drop it and say it never started.
@@ -260,6 +267,7 @@ class Zygote:
             length -= moved
 
     def _send(self, data):
+        """Writes `data` (frames of this zygote's own) to the service whole."""
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
@@ -267,6 +275,7 @@ class Zygote:
     # ------------------------------------------------------------------ the run
 
     def _relay(self, child, fd):
+        """Moves what is in one of a child's pipes to the service as an OUT frame, unread."""
         if fd == child.ready_r:
             self._spare_ready(child)
             return
@@ -293,6 +302,7 @@ class Zygote:
             self._send(frames.pack(frames.READY))
 
     def _reap(self, child):
+        """Collects a child's wait status once its pidfd says it is gone."""
         pid, status = os.waitpid(child.pid, os.WNOHANG)
         if pid == 0:
             return
@@ -302,6 +312,8 @@ class Zygote:
         self._maybe_done(child)
 
     def _maybe_done(self, child, force=False):
+        """Ends a run once its child is reaped and its pipes drained (or `force`): answers
+        EXIT, cleans up, forks the next child. A spare that died is forked again, more slowly."""
         if child.status is None or (child.streams and not force):
             return
         for fd in list(child.streams):
@@ -355,11 +367,13 @@ class Zygote:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _forget(self, fd):
+        """Stops watching and closes one of a child's descriptors."""
         if self.owners.pop(fd, None) is not None:
             self.poll.unregister(fd)
         os.close(fd)
 
     def _next_timer(self):
+        """Milliseconds until the running child's next deadline, or -1."""
         child = self.running
         if child is None:
             return -1
@@ -370,6 +384,7 @@ class Zygote:
         return max(0, int((min(times) - now) * 1000) + 1)
 
     def _check_timers(self):
+        """Timeout (SIGTERM, then SIGKILL and an answer), and the end of a drain."""
         child = self.running
         if child is None:
             return
@@ -403,6 +418,7 @@ class Zygote:
                                argument=signal.SIGKILL))
 
     def _kill(self, child, signum):
+        """Sends `signum` to a child and all it started (its pid namespace or group)."""
         if child.status is not None:
             return
         try:
