@@ -1,34 +1,62 @@
 /**
- * Limits of Python runs (time, memory, crashes) and supervision of the fork server, proven
- * on real processes.
+ * Limits of Python runs (time, memory, crashes) and supervision of the zygotes, proven on
+ * real processes.
  */
 
 import assert from "node:assert/strict";
+import { createPythonRuntime } from "./python_helpers.ts";
 import { SandboxStartError } from "../src/runtime.ts";
 import {
   assertNoProcessesLeft,
-  createPythonRuntime,
-  forkServerPids,
+  jailerPids,
   job,
+  listProcesses,
+  newJailer,
   testSettings,
+  UID_RANGE_SIZE,
+  uidBase,
+  zygotePids,
 } from "./python_helpers.ts";
 
-const UID_BASE = 1_501_000;
-const runtime = createPythonRuntime(testSettings(), { uidBase: UID_BASE });
+const runtime = createPythonRuntime(testSettings());
 const opts = { sanitizeOps: false, sanitizeResources: false };
+let jailer = 0;
+let uids = 0;
 
 async function assertHealthy(): Promise<void> {
   const out = await runtime.run(job("print('still fine')\n1"));
   assert.equal(out.status, "success", out.stderr);
   assert.equal(out.stdout, "still fine\n");
-  await assertNoProcessesLeft(UID_BASE, 256);
+  await assertNoProcessesLeft(uids);
+}
+
+/** A run that names its process (PR_SET_NAME) and sleeps, and the zygote that runs it. */
+async function startNamedRun(
+  name: string,
+  timeoutMs = 30_000,
+): Promise<{ outcome: ReturnType<typeof runtime.run>; zygote: number }> {
+  const code =
+    `import ctypes, time\nctypes.CDLL(None).prctl(15, ${JSON.stringify(name)}.encode())\n` +
+    "print('x', flush=True)\ntime.sleep(30)";
+  const outcome = runtime.run(job(code, { timeoutMs }));
+  for (let i = 0; i < 100; i++) {
+    for (const p of await listProcesses()) {
+      const comm = await Deno.readTextFile(`/proc/${p.pid}/comm`).catch(() => "");
+      if (comm.trim() === name) return { outcome, zygote: p.ppid };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`expected a run named ${name} to start`);
 }
 
 Deno.test({
   name: "limits: runtime starts",
   ...opts,
   fn: async () => {
+    const before = await jailerPids();
     await runtime.start();
+    jailer = await newJailer(before);
+    uids = await uidBase(jailer);
   },
 });
 
@@ -127,8 +155,11 @@ Deno.test({
       "sys.stdout = io.TextIOWrapper(open(1, 'wb', buffering=1 << 20, closefd=False))\n" +
       "print('y' * 200_000)\ntime.sleep(60)";
     const out = await runtime.run(job(code, { timeoutMs: 400 }));
+    assert.equal(out.status, "timeout");
     assert.equal(out.truncated, true);
-    assert.equal(out.stdout.length, 64 * 1024);
+    const dropped = `\n[… ${200_001 - 64 * 1024} bytes of output dropped …]\n`;
+    assert.equal(out.stdout.length, 64 * 1024 + dropped.length);
+    assert.ok(out.stdout.includes(dropped));
     await assertHealthy();
   },
 });
@@ -203,73 +234,32 @@ Deno.test({
 });
 
 Deno.test({
-  name: "when the fork server dies, runs in flight answer crashed and a new server takes over",
+  name: "when a zygote dies, its run in flight answers crashed and other zygotes take over",
   ...opts,
   fn: async () => {
-    const [before] = await forkServerPids();
-    assert.ok(before, "expected a running fork server");
-    const running = runtime.run(job("import time\nprint('x', flush=True)\ntime.sleep(30)"));
-    // Wait until the run is under way: the server has a running child.
-    const deadline = Date.now() + 5_000;
-    while (runtime.stats().activeInstances === 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    Deno.kill(before, "SIGKILL");
-    const out = await running;
+    const { outcome, zygote } = await startNamedRun("victim-run");
+    assert.ok((await zygotePids(jailer)).includes(zygote), "the run is a zygote's child");
+    Deno.kill(zygote, "SIGKILL");
+    const out = await outcome;
     assert.equal(out.status, "crashed");
-    assert.match(out.error ?? "", /fork server/);
-    let healthy = false;
-    for (let attempt = 0; attempt < 3 && !healthy; attempt++) {
-      try {
-        await assertHealthy();
-        healthy = true;
-      } catch (error) {
-        if (!(error instanceof SandboxStartError)) throw error;
-      }
-    }
-    assert.ok(healthy);
-    const [after] = await forkServerPids();
-    assert.ok(after && after !== before);
-    await waitUntil(
-      async () => (await cgroupsOfServer(before)).length === 0,
-      "old cgroups removed",
-    );
+    assert.match(out.error ?? "", /^sandbox crashed: signal 9 \(SIGKILL\)$/);
+    assert.equal(out.stdout, "x\n");
+    await assertHealthy();
+    assert.ok(!(await zygotePids(jailer)).includes(zygote), "the dead zygote is gone");
+    assert.deepEqual(await jailerPids(), [jailer], "the jailer lives on");
   },
 });
 
-/** The memory/pids cgroup dirs a fork server with this pid created (cgroup v1 hosts only). */
-async function cgroupsOfServer(pid: number): Promise<string[]> {
-  const found: string[] = [];
-  for (const line of (await Deno.readTextFile("/proc/self/cgroup")).split("\n")) {
-    const [, controllers = "", path = ""] = line.split(":");
-    for (const controller of controllers.split(",")) {
-      if (controller !== "memory" && controller !== "pids") continue;
-      const parent = `/sys/fs/cgroup/${controller}${path.replace(/\/$/, "")}`;
-      try {
-        for await (const entry of Deno.readDir(parent)) {
-          if (entry.name.startsWith(`faas-python-${pid}-`)) found.push(`${parent}/${entry.name}`);
-        }
-      } catch {
-        // no such hierarchy here
-      }
-    }
-  }
-  return found;
-}
-
 Deno.test({
-  name: "a hung fork server: the run answers crashed right after its timeout, server replaced",
+  name: "a hung zygote: the run answers crashed right after its timeout, the zygote is ended",
   ...opts,
   fn: async () => {
-    const [before] = await forkServerPids();
-    const running = runtime.run(job("import time\ntime.sleep(30)", { timeoutMs: 400 }));
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    Deno.kill(before, "SIGSTOP");
+    const { outcome, zygote } = await startNamedRun("stopped-run", 400);
+    Deno.kill(zygote, "SIGSTOP");
     const started = performance.now();
-    const out = await running;
+    const out = await outcome;
     assert.equal(out.status, "crashed");
-    assert.match(out.error ?? "", /fork server did not end the run at its 400 ms timeout/);
+    assert.match(out.error ?? "", /zygote did not end the run at its timeout/);
     assert.ok(performance.now() - started < 2_000);
     let healthy = false;
     for (let attempt = 0; attempt < 3 && !healthy; attempt++) {
@@ -281,8 +271,11 @@ Deno.test({
       }
     }
     assert.ok(healthy);
-    const pids = await forkServerPids();
-    assert.ok(!pids.includes(before), "the stopped server must be killed");
+    const deadline = Date.now() + 5_000;
+    while ((await zygotePids(jailer)).includes(zygote)) {
+      assert.ok(Date.now() < deadline, "the stopped zygote must be killed");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   },
 });
 
@@ -291,8 +284,11 @@ Deno.test({
   ...opts,
   fn: async () => {
     await runtime.shutdown();
-    assert.deepEqual(await forkServerPids(), []);
-    await assertNoProcessesLeft(UID_BASE, 256);
+    assert.deepEqual(await jailerPids(), []);
+    const left = (await listProcesses()).filter((p) =>
+      p.uid >= uids && p.uid < uids + UID_RANGE_SIZE
+    );
+    assert.deepEqual(left, []);
   },
 });
 
@@ -305,10 +301,10 @@ Deno.test({
     });
     await assert.rejects(missing.start(), /netns/);
     const unknown = createPythonRuntime(testSettings({ requireIsolation: ["magic"] }));
-    await assert.rejects(unknown.start(), /unknown isolation layer "magic"/);
+    await assert.rejects(unknown.start(), /isolation layer\(s\) magic not available/);
     const broken = createPythonRuntime(testSettings(), { python: "/nonexistent/python" });
-    await assert.rejects(broken.start(), /python/);
-    assert.deepEqual(await forkServerPids(), []);
+    await assert.rejects(broken.start(), /expected a python executable at "\/nonexistent\/python"/);
+    assert.deepEqual(await jailerPids(), []);
   },
 });
 
@@ -316,44 +312,47 @@ Deno.test({
   name: "without pid and mount namespaces, escaped processes are still killed and dirs private",
   ...opts,
   fn: async () => {
+    const before = await jailerPids();
     const fallback = createPythonRuntime(testSettings({ poolSize: 1 }), {
-      uidBase: UID_BASE,
       layersOff: ["pidns", "mountns"],
     });
     await fallback.start();
     try {
+      const first = await uidBase(await newJailer(before));
       const { isolation } = fallback.info();
       assert.equal(isolation.pidns, false);
       assert.equal(isolation.mountns, false);
       const code = [
-        "import os, subprocess",
+        "import os, subprocess, tempfile",
         "subprocess.Popen(['sleep', '60'], start_new_session=True)",
         "if os.fork() == 0:",
         "    os.setsid()",
         "    while True: pass",
         "open('mine.txt', 'w').write('x')",
-        "os.getcwd()",
+        "[os.getcwd(), tempfile.gettempdir(), oct(os.stat('.').st_mode & 0o777)]",
       ].join("\n");
       const out = await fallback.run(job(code));
       assert.equal(out.status, "success", out.stderr);
-      const dir = JSON.parse(out.retVal) as string;
-      assert.match(dir, /^\/tmp\/faas-python-\d+-[0-9a-f]+\/r\d+$/);
-      await assertNoProcessesLeft(UID_BASE, 256);
-      const timedOut = await fallback.run(job(code.replace("os.getcwd()", "while True: pass"), {
+      const [dir, tmp, mode] = JSON.parse(out.retVal) as string[];
+      assert.match(dir, /^\/tmp\/faas-py-[^/]+\/runs\/s\d+$/);
+      assert.equal(tmp, dir);
+      assert.equal(mode, "0o700");
+      await assertNoProcessesLeft(first);
+      const timedOut = await fallback.run(job(code.replace(/\[os.getcwd.*$/, "while True: pass"), {
         timeoutMs: 300,
       }));
       assert.equal(timedOut.status, "timeout");
-      await assertNoProcessesLeft(UID_BASE, 256);
+      await assertNoProcessesLeft(first);
       const thief = await fallback.run(job(
         `import os\nfound = []\nfor p in (${
           JSON.stringify(dir)
         }, os.path.dirname(os.getcwd())):\n` +
           "    try:\n        found += os.listdir(p)\n    except OSError:\n        pass\nfound",
       ));
-      assert.equal(thief.retVal, "[]");
+      assert.equal(thief.status, "success", thief.stderr);
+      assert.equal(thief.retVal, "[]", "a run finds nothing of an earlier run's dir");
       const ok = await fallback.run(job("1"));
       assert.equal(ok.status, "success");
-      await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
     } finally {
       await fallback.shutdown();
     }
@@ -361,46 +360,43 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a starting fork server removes dead servers' run dirs but never a live one's",
+  name: "a starting jailer removes dead jails' work dirs and cgroups, never a live one's",
   ...opts,
   fn: async () => {
-    const dead = await Deno.makeTempDir({ dir: "/tmp", prefix: "faas-python-1-" });
+    // A jail that died without cleaning up: its work dir with an unlocked lock, its cgroup.
+    const dead = await Deno.makeTempDir({ prefix: "faas-py-" });
     await Deno.writeTextFile(`${dead}/.lock`, "");
-    // A live server in another pid namespace: its pid is invisible here, its lock is held.
-    const live = await Deno.makeTempDir({ dir: "/tmp", prefix: "faas-python-1-" });
+    const name = dead.slice(dead.lastIndexOf("/") + 1);
+    const cgroup = await memoryCgroupParent();
+    if (cgroup) await Deno.mkdir(`${cgroup}/${name}/s0`, { recursive: true });
+    // A live jail, maybe of another service: its lock is held.
+    const live = await Deno.makeTempDir({ prefix: "faas-py-" });
     const lock = await Deno.open(`${live}/.lock`, { create: true, write: true });
     await lock.lock(true);
-    const other = createPythonRuntime(testSettings({ poolSize: 1 }), { uidBase: UID_BASE + 512 });
+    const other = createPythonRuntime(testSettings({ poolSize: 1 }));
     try {
       await other.start();
-      await waitForRemoval(dead);
-      assert.ok((await Deno.stat(live)).isDirectory, "a live server's dir was removed");
+      await assert.rejects(Deno.stat(dead), Deno.errors.NotFound);
+      if (cgroup) await assert.rejects(Deno.stat(`${cgroup}/${name}`), Deno.errors.NotFound);
+      assert.ok((await Deno.stat(`${live}/.lock`)).isFile, "a live jail's dir was removed");
     } finally {
       await other.shutdown();
       lock.close();
       await Deno.remove(live, { recursive: true });
+      await Deno.remove(dead, { recursive: true }).catch(() => {});
     }
   },
 });
 
-/** Stale dirs are removed by a background child: wait for it, bounded. */
-function waitForRemoval(path: string): Promise<void> {
-  return waitUntil(async () => {
-    try {
-      await Deno.stat(path);
-      return false;
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) return true;
-      throw error;
-    }
-  }, `${path} removed`);
-}
-
-/** Polls a condition that no event announces (cleanup done by another process), bounded. */
-async function waitUntil(condition: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    if (await condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+/** Where jails make their memory cgroups (cgroup v1: beside this process's own), if anywhere. */
+async function memoryCgroupParent(): Promise<string | undefined> {
+  const lines = (await Deno.readTextFile("/proc/self/cgroup")).split("\n");
+  const v1 = lines.find((line) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(line));
+  if (!v1) return undefined;
+  const dir = `/sys/fs/cgroup/memory${v1.split(":")[2].replace(/\/$/, "")}`;
+  try {
+    return (await Deno.stat(dir)).isDirectory ? dir : undefined;
+  } catch {
+    return undefined;
   }
-  assert.fail(`timed out waiting until ${what}`);
 }

@@ -1,12 +1,14 @@
 /**
- * The contract's rules for Python runs, proven through the Runtime interface on a real
- * fork server.
+ * The contract's rules for Python runs, proven through the Runtime interface on real zygotes.
  */
 
 import assert from "node:assert/strict";
-import { createPythonRuntime, job, PYTHON, testSettings } from "./python_helpers.ts";
+import { createPythonRuntime } from "./python_helpers.ts";
+import { JAIL_LAYERS } from "../src/sandbox/jail/mod.ts";
+import { droppedLine } from "../src/output.ts";
+import { job, PYTHON, testSettings } from "./python_helpers.ts";
 
-const runtime = createPythonRuntime(testSettings(), { uidBase: 1_500_000 });
+const runtime = createPythonRuntime(testSettings());
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 Deno.test({
@@ -18,6 +20,7 @@ Deno.test({
     assert.equal(info.available, true);
     assert.match(info.version, /^3\.\d+\.\d+/);
     assert.equal(info.isolation.rlimits, true);
+    assert.deepEqual(Object.keys(info.isolation).sort(), ["process", ...JAIL_LAYERS].sort());
     assert.deepEqual(runtime.languages, ["python"]);
   },
 });
@@ -145,7 +148,7 @@ Deno.test({
     assert.match(out.stderr, /File "main\.py", line 3, in f\n\s+raise ValueError\('boom'\)/);
     assert.match(out.stderr, /ValueError: boom\n$/);
     assert.ok(!out.stderr.includes("<string>"), out.stderr);
-    assert.ok(!out.stderr.includes("fork_server"), out.stderr);
+    assert.ok(!/faas_|zygote|executor/.test(out.stderr), out.stderr);
   },
 });
 
@@ -205,6 +208,21 @@ Deno.test({
     assert.equal(out.status, "success");
     assert.deepEqual(out.stdout.split("\n").sort(), ["", "out", "raw-out"]);
     assert.deepEqual(out.stderr.split("\n").sort(), ["", "err", "raw-err"]);
+  },
+});
+
+Deno.test({
+  name: "a character written in two pieces, with a pause between them, arrives whole",
+  ...opts,
+  fn: async () => {
+    const code = "import sys, time\nfor stream in (sys.stdout, sys.stderr):\n" +
+      "    for i in range(5):\n" +
+      "        stream.buffer.write(b'\\xc3')\n        stream.flush()\n        time.sleep(0.01)\n" +
+      "        stream.buffer.write(b'\\xa9')\n        stream.flush()";
+    const out = await runtime.run(job(code));
+    assert.equal(out.status, "success", out.stderr);
+    assert.equal(out.stdout, "ééééé");
+    assert.equal(out.stderr, "ééééé");
   },
 });
 
@@ -278,18 +296,47 @@ Deno.test({
 });
 
 Deno.test({
-  name: "stdout over the cap stops the run with output_limit and truncated output",
+  name: "stdout over the cap keeps its head and tail, marks the run truncated and lets it finish",
   ...opts,
   fn: async () => {
-    const out = await runtime.run(job("while True:\n    print('x' * 1000)"));
-    assert.equal(out.status, "output_limit");
+    const code = "for i in range(200):\n    print(str(i).rjust(999, '.'))\nprint('last line')\n7";
+    const out = await runtime.run(job(code));
+    assert.equal(out.status, "success", out.stderr);
     assert.equal(out.truncated, true);
-    assert.ok(out.stdout.length <= 64 * 1024);
-    assert.ok(out.stdout.length > 60 * 1024);
-    assert.match(out.error ?? "", /output/);
+    assert.equal(out.retVal, "7");
+    assert.ok(out.stdout.startsWith(".".repeat(998) + "0\n"), out.stdout.slice(0, 50));
+    assert.ok(out.stdout.endsWith("199\nlast line\n"), out.stdout.slice(-50));
+    const total = 200 * 1000 + "last line\n".length;
+    assert.ok(
+      out.stdout.includes(droppedLine(total - 64 * 1024)),
+      "one line says what was dropped",
+    );
     const err = await runtime.run(job("import sys\nsys.stderr.write('e' * 100000)"));
-    assert.equal(err.status, "output_limit");
-    assert.equal(err.stderr.length, 64 * 1024);
+    assert.equal(err.status, "success");
+    assert.equal(err.truncated, true);
+    assert.ok(err.stderr.includes(droppedLine(100_000 - 64 * 1024)));
+  },
+});
+
+Deno.test({
+  name: "with the stop policy, stdout over the cap stops the run with output_limit",
+  ...opts,
+  fn: async () => {
+    const stopping = createPythonRuntime(testSettings({ poolSize: 1, outputPolicy: "stop" }));
+    await stopping.start();
+    try {
+      const out = await stopping.run(job("while True:\n    print('x' * 1000)"));
+      assert.equal(out.status, "output_limit");
+      assert.equal(out.truncated, true);
+      assert.equal(out.error, "output limit of 65536 bytes exceeded");
+      assert.ok(out.stdout.length < 70 * 1024);
+      const err = await stopping.run(job("import sys\nsys.stderr.write('e' * 100000)"));
+      assert.equal(err.status, "output_limit");
+      const fits = await stopping.run(job("print('fits')"));
+      assert.equal(fits.status, "success");
+    } finally {
+      await stopping.shutdown();
+    }
   },
 });
 
@@ -297,10 +344,12 @@ Deno.test({
   name: "concurrent runs each get their own output, input and return value",
   ...opts,
   fn: async () => {
+    // Each run leaves a file in its /tmp and lists it: a run sees its own file only.
     const runs = Array.from({ length: 24 }, (_, i) =>
       runtime.run(job(
-        "import time, sys\nprint('run', input)\nprint('err', input, file=sys.stderr)\n" +
-          "time.sleep(0.01 * (input % 3))\ninput * 2",
+        "import os, time, sys\nprint('run', input)\nprint('err', input, file=sys.stderr)\n" +
+          "open(f'/tmp/run-{input}', 'w').close()\ntime.sleep(0.01 * (input % 3))\n" +
+          "[input * 2, os.listdir('/tmp')]",
         { input: i },
       )));
     const outs = await Promise.all(runs);
@@ -308,9 +357,8 @@ Deno.test({
       assert.equal(out.status, "success", out.stderr);
       assert.equal(out.stdout, `run ${i}\n`);
       assert.equal(out.stderr, `err ${i}\n`);
-      assert.equal(out.retVal, String(i * 2));
+      assert.deepEqual(JSON.parse(out.retVal), [i * 2, [`run-${i}`]]);
     });
-    assert.equal(new Set(outs.map((out) => out.instanceId)).size, outs.length);
   },
 });
 

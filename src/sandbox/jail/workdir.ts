@@ -5,8 +5,9 @@
  * where no sandbox uid may enter (a checkout under a root-only home dir), and because a
  * compiled binary carries its files embedded, where no other program can read them.
  *
- * Layout: `<dir>` (0711) with `files/` (0755, files 0644), `run/` (0711, the socket) and
- * `root/` (0755, empty).
+ * Layout: `<dir>` (0711) with `files/` (0755, files 0644), `run/` (0711, the socket),
+ * `root/` (0755, empty) and `.lock`, which the jailer holds while it lives (a starting jailer
+ * removes the dirs whose lock no one holds: see faas_jail/workdirs.py).
  *
  * @module
  */
@@ -19,6 +20,7 @@ export const JAIL_PACKAGE: readonly URL[] = [
   "layers.py",
   "seccomp.py",
   "slots.py",
+  "workdirs.py",
 ].map((name) => new URL(`./faas_jail/${name}`, import.meta.url));
 
 /** A runtime's work directory. */

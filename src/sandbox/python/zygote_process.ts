@@ -74,6 +74,8 @@ interface ActiveRun {
   startedAt: number;
   stdout: OutputCapture;
   stderr: OutputCapture;
+  /** UTF-8 decoders of stdout and stderr: a character may span two frames. */
+  decoders: [TextDecoder, TextDecoder];
   report: Uint8Array[];
   reportBytes: number;
   timer?: ReturnType<typeof setTimeout>;
@@ -144,6 +146,7 @@ export class PythonZygote implements Sandbox {
       startedAt: performance.now(),
       stdout: new OutputCapture(limit),
       stderr: new OutputCapture(limit),
+      decoders: [new TextDecoder(), new TextDecoder()],
       report: [],
       reportBytes: 0,
       done: (exit) => {
@@ -171,9 +174,12 @@ export class PythonZygote implements Sandbox {
       input: job.input ?? null,
       timeout_ms: job.timeoutMs,
     }));
+    // One write: the zygote wakes once, with the whole job there to splice.
+    const frame = new Uint8Array(HEADER_BYTES + payload.length);
+    frame.set(header(RUN, id, job.timeoutMs, payload.length), 0);
+    frame.set(payload, HEADER_BYTES);
     try {
-      await this.#writer.write(header(RUN, id, job.timeoutMs, payload.length));
-      await this.#writer.write(payload);
+      await this.#writer.write(frame);
     } catch {
       if (this.#active === active) {
         this.#active = undefined;
@@ -239,7 +245,8 @@ export class PythonZygote implements Sandbox {
         return;
       }
       const capture = frame.stream === 1 ? active.stdout : active.stderr;
-      capture.push(new TextDecoder().decode(frame.payload));
+      const decoder = active.decoders[frame.stream === 1 ? 0 : 1];
+      capture.push(decoder.decode(frame.payload, { stream: true }));
       if (capture.exceeded && this.#options.outputPolicy === "stop") {
         this.#writer.write(header(STOP, active.id, 0, 0)).catch(() => this.kill());
       }
@@ -253,6 +260,8 @@ export class PythonZygote implements Sandbox {
     exit: { status: number; flags: number } | { lost: string } | { overdue: true },
     report: Report | undefined,
   ): RunOutcome {
+    active.stdout.push(active.decoders[0].decode());
+    active.stderr.push(active.decoders[1].decode());
     const parts: OutcomeParts = {
       stdout: active.stdout.text(),
       stderr: active.stderr.text(),
@@ -281,7 +290,10 @@ export class PythonZygote implements Sandbox {
       return memoryExceeded(this.#options.memoryLimitMb, parts);
     }
     if (signal || (flags & STOPPED)) {
-      return crashed(`the run's process died from signal ${signal || 9}`, { ...parts, exitCode });
+      return crashed(`the run's process died from ${signalName(signal || 9)}`, {
+        ...parts,
+        exitCode,
+      });
     }
     const explicit = typeof report?.explicit === "string" ? report.explicit : undefined;
     const returned = typeof report?.returned === "string" ? report.returned : undefined;
@@ -339,5 +351,25 @@ function concatAll(parts: Uint8Array[]): Uint8Array {
 }
 
 function describeExit(exit: SandboxExit): string {
-  return exit.signal !== undefined ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+  return exit.signal !== undefined ? signalName(exit.signal) : `exit code ${exit.code}`;
+}
+
+/** Names of the signals a run usually dies from (x86_64 and aarch64 numbers). */
+const SIGNAL_NAMES: Record<number, string> = {
+  4: "SIGILL",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  15: "SIGTERM",
+  24: "SIGXCPU",
+  25: "SIGXFSZ",
+  31: "SIGSYS",
+};
+
+function signalName(signal: number): string {
+  const name = SIGNAL_NAMES[signal];
+  return name ? `signal ${signal} (${name})` : `signal ${signal}`;
 }

@@ -31,7 +31,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from faas_jail import layers  # noqa: E402
+from faas_jail import layers, workdirs  # noqa: E402
 from faas_jail.jail import Jail, connect  # noqa: E402
 
 READ_CHUNK = 65536
@@ -66,7 +66,11 @@ class Jailer:
         self.poll = select.poll()
 
     def start(self):
+        workdir = os.path.dirname(self.config["mount_point"])
+        self.lock = workdirs.hold(workdir)
         self.jail.probe()
+        # What jails that died without cleaning up left: their work dirs and cgroups.
+        workdirs.sweep(workdir, self.jail.cgroups.parents() if self.jail.cgroups else ())
         zygote = self.config.get("zygote")
         if zygote:
             sys.path.insert(0, zygote["path"])
@@ -145,7 +149,9 @@ class Jailer:
     def _child(self, request, slot):
         code = 70
         try:
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            # What the jailer ignores, a sandbox gets back (its own session keeps it apart).
+            for number in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_DFL)
             if request["op"] == "spawn":
                 trusted = request.get("trusted") is True
                 self.jail.enter(slot, [tuple(pair) for pair in request.get("writable", ())]

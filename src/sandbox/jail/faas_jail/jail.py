@@ -54,11 +54,13 @@ class Jail:
             self.uid_base, self.uid_lock = claim_uid_range(self.config["max_slots"] + 1)
             probe_uid = self.uid_base + self.config["max_slots"]
             self.layers["uid"] = _in_child(0, lambda: _uid_probe(probe_uid))
-        for name, flag in (("pidns", layers.CLONE_NEWPID), ("ipcns", layers.CLONE_NEWIPC),
-                           ("utsns", layers.CLONE_NEWUTS), ("mountns", layers.CLONE_NEWNS)):
+        # Each check runs in a child of its own namespace: the mount check, which mounts, in a
+        # new mount namespace only (in any other it would mount in the host's).
+        for name, flag, check in (("pidns", layers.CLONE_NEWPID, _pid_one),
+                                  ("ipcns", layers.CLONE_NEWIPC, _new_namespace("ipc")),
+                                  ("utsns", layers.CLONE_NEWUTS, _hostname_probe),
+                                  ("mountns", layers.CLONE_NEWNS, _private_mounts(self))):
             if want(name):
-                check = _pid_one if name == "pidns" else (
-                    _hostname_probe if name == "utsns" else _private_mounts(self))
                 self.layers[name] = _in_child(flag, check)
         if want("netns"):
             try:
@@ -170,13 +172,23 @@ class Jail:
         """The last layers, applied by the sandbox process itself: rlimits, its uid (unless
         `keep_uid`: the host's own trusted programs) and the seccomp filter (with
         no_new_privs)."""
-        layers.set_limits(limits)
-        if self.layers["uid"] and not keep_uid:
-            layers.drop_identity(slot.uid)
-        if self.filter is not None:
-            self.filter.install()
-        elif self.layers["no_new_privs"]:
-            seccomp.no_new_privs()
+        self.confiner(slot, limits, keep_uid)()
+
+    def confiner(self, slot, limits, keep_uid=False):
+        """`confine` made ready once, for a process that forks a child per run to call."""
+        apply_limits = layers.Limits(limits)
+        uid = slot.uid if self.layers["uid"] and not keep_uid else None
+        install = self.filter.install if self.filter is not None else (
+            seccomp.no_new_privs if self.layers["no_new_privs"] else None)
+
+        def confine():
+            apply_limits()
+            if uid is not None:
+                layers.drop_identity(uid)
+            if install is not None:
+                install()
+
+        return confine
 
     def tmp_options(self, uid):
         """Mount options of a sandbox's private /tmp."""
@@ -222,7 +234,9 @@ def _make_root(config):
         if any(target == t or target.startswith(t + "/") for _, t, _ in binds):
             continue  # already visible under a system dir
         binds.append((source, target, None))
-    for name in ("ld.so.cache", "localtime"):
+    # The loader's cache, the time zone, and Debian's alternatives: libraries such as numpy's
+    # BLAS are symlinks through /etc/alternatives. Nothing else of the host's /etc.
+    for name in ("ld.so.cache", "localtime", "alternatives"):
         path = "/etc/" + name
         if os.path.exists(path):
             binds.append((os.path.realpath(path), path, None))
@@ -257,6 +271,16 @@ def _pid_one():
     return os.getpid() == 1
 
 
+def _new_namespace(kind):
+    """A check that the child is in another namespace of `kind` than its parent."""
+    parent = os.readlink("/proc/self/ns/" + kind)
+
+    def check():
+        return os.readlink("/proc/self/ns/" + kind) != parent
+
+    return check
+
+
 def _hostname_probe():
     layers.set_hostname()
     return os.uname().nodename == layers.HOSTNAME.decode()
@@ -268,7 +292,11 @@ def _uid_probe(uid):
 
 
 def _private_mounts(jail):
+    parent = os.readlink("/proc/self/ns/mnt")
+
     def check():
+        if os.readlink("/proc/self/ns/mnt") == parent:
+            return False  # never mount in the host's namespace
         layers.mount(None, "/", None, layers.MS_REC | layers.MS_PRIVATE)
         layers.mount("tmpfs", jail.config["mount_point"], "tmpfs", layers.MS_NOSUID, "size=64k")
         return True
@@ -284,12 +312,16 @@ def _cgroupns_probe(dirs):
 
 
 def _root_probe(jail):
+    """The root is entered when `/` is another file system than the host's and holds what a
+    sandbox needs and nothing else: the dirs of its binds (an interpreter under /root, say)."""
+    host_root = os.stat("/").st_dev
     expected = {"tmp", "proc", "dev", "etc"} | {target.split("/")[1]
                                                  for _, target, _ in jail.root.binds}
     jail.root.tmp_options = jail.tmp_options(0)
     jail.root.enter(with_proc=True)
     names = set(os.listdir("/"))
-    return "usr" in names and names <= expected
+    return (os.stat("/").st_dev != host_root
+            and {"usr", "tmp", "proc", "dev", "etc"} <= names <= expected)
 
 
 def _seccomp_probe(flt):

@@ -176,26 +176,52 @@ class Root:
         os.chdir("/")
 
 
+class FreshTmp:
+    """A fresh /tmp and /dev/shm and, in a new pid namespace, a /proc of its own, in a new
+    mount namespace (the caller's): what one Python run gets inside its slot's root. The
+    arguments are made once (a zygote's children call it once per run, and every page a child
+    touches costs it a copy)."""
+
+    def __init__(self, tmp_options, with_proc):
+        options = tmp_options.encode()
+        calls = [(None, b"/", None, MS_REC | MS_PRIVATE, None),
+                 (b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options)]
+        if os.path.isdir("/dev/shm"):
+            calls.append((b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, options))
+        if with_proc:
+            calls.append((b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
+        self.calls = tuple(calls)
+
+    def __call__(self):
+        for source, target, fstype, flags, data in self.calls:
+            if LIBC.mount(source, target, fstype, flags, data) < 0:
+                _check(-1, "mount %s" % target.decode())
+
+
 def fresh_tmp(tmp_options, with_proc):
-    """In a new mount namespace (the caller's), a fresh /tmp and /dev/shm and, in a new pid
-    namespace, a /proc of its own: what one Python run gets inside its slot's root."""
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmp_options)
-    if os.path.isdir("/dev/shm"):
-        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmp_options)
-    if with_proc:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    """Mounts a fresh /tmp (see FreshTmp) at once."""
+    FreshTmp(tmp_options, with_proc)()
+
+
+class Limits:
+    """rlimits (name -> value, e.g. {"NOFILE": 256}) and the sandbox niceness, resolved once."""
+
+    def __init__(self, limits):
+        self.pairs = tuple((getattr(resource, "RLIMIT_" + name), (value, value))
+                           for name, value in limits.items())
+
+    def __call__(self):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
+        except OSError:
+            pass
+        for which, pair in self.pairs:
+            resource.setrlimit(which, pair)
 
 
 def set_limits(limits):
     """Applies rlimits (name -> value, e.g. {"NOFILE": 256}) and the sandbox niceness."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
-    except OSError:
-        pass
-    for name, value in limits.items():
-        which = getattr(resource, "RLIMIT_" + name)
-        resource.setrlimit(which, (value, value))
+    Limits(limits)()
 
 
 def drop_identity(uid):

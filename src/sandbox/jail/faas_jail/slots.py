@@ -134,6 +134,10 @@ class Cgroups:
             # cgroup v1 shares: 1024 is a normal process's weight
             _write(path + "/cpu.shares", str(max(2, self.cpu_weight * 1024 // 100)))
 
+    def parents(self):
+        """The dirs this jail's cgroup subtrees are made in (one per controller)."""
+        return [os.path.dirname(base) for base in self.bases.values()]
+
     def oom_file(self, slot):
         """The file whose `oom_kill` line counts the slot's memory kills."""
         if self.v2:

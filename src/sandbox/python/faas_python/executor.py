@@ -24,7 +24,8 @@ class _Result:
 
 def to_json_text(value):
     """`value` as JSON text; numpy scalars and arrays (and anything with `tolist`/`item`) as
-    the JSON of their plain values; else its repr."""
+    the JSON of their plain values; a value JSON cannot hold (a set, NaN, an object) as its
+    repr."""
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_plain)
     except Exception:
@@ -39,8 +40,6 @@ def _plain(value):
         method = getattr(value, name, None)
         if callable(method):
             return method()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
     raise TypeError("not JSON serializable")
 
 
@@ -106,8 +105,9 @@ def parse_input(text):
         raise RecursionError(INPUT_DEPTH_HINT) from None
 
 
-def execute(job, report_fd):
-    """Runs the job's code as __main__ and reports what it did; never returns."""
+def execute(job, report_fd, before_exit=None):
+    """Runs the job's code as __main__ and reports what it did; never returns (calls
+    `before_exit` last, if given)."""
     kind, exit_code, returned = "ok", 0, None
     try:
         source = job["code"]
@@ -163,6 +163,8 @@ def execute(job, report_fd):
             os.close(fd)
         except OSError:
             pass
+    if before_exit is not None:
+        before_exit()
     os._exit(exit_code & 0xFF)
 
 
@@ -176,10 +178,14 @@ STDIO = (
 )
 
 
-def install_stdio():
-    """Points sys.std* at fds 0-2 of the run."""
+def prepare_process():
+    """Once per zygote, for every run it forks: sys.std* point at fds 0-2 (each run's own
+    pipes by then) and SIGTERM writes out buffered output before the run ends. The zygote
+    itself never writes to them and is never sent SIGTERM."""
     sys.stdin, sys.stdout, sys.stderr = STDIO
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = STDIO
+    sys.argv = [USER_FILE]
+    signal.signal(signal.SIGTERM, stop_on_signal)
 
 
 def flush_stdio():
