@@ -251,15 +251,15 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a hung zygote: the run answers crashed right after its timeout, the zygote is ended",
+  name: "a hung zygote: the run that overstayed is answered as a timeout, the zygote is ended",
   ...opts,
   fn: async () => {
     const { outcome, zygote } = await startNamedRun("stopped-run", 400);
     Deno.kill(zygote, "SIGSTOP");
     const started = performance.now();
     const out = await outcome;
-    assert.equal(out.status, "crashed");
-    assert.match(out.error ?? "", /zygote did not end the run at its timeout/);
+    // The run slept past its timeout: a timeout, whether or not its zygote could still say so.
+    assert.equal(out.status, "timeout");
     assert.ok(performance.now() - started < 2_000);
     let healthy = false;
     for (let attempt = 0; attempt < 3 && !healthy; attempt++) {

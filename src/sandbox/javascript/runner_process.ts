@@ -8,6 +8,7 @@
  * @module
  */
 
+import { isStopped, procStat } from "../proc_stat.ts";
 import { OutputCapture, type OutputPolicy, utf8Length } from "../../output.ts";
 import {
   crashed,
@@ -77,8 +78,6 @@ const MEMORY_DEATHS = new Set([5, 6, 7, 11]);
  */
 const IDLE_CHECKS_MS = [250, 1_000, 4_000, 15_000];
 const IDLE_BUSY_SHARE = 0.5;
-/** Kernel clock ticks per ms of CPU in /proc (USER_HZ is 100 on Linux). */
-const TICKS_PER_MS = 0.1;
 
 let runnerCounter = 0;
 
@@ -171,6 +170,11 @@ export class JsRunner implements Sandbox {
     if (this.#dead || this.#active) {
       return Promise.reject(new SandboxStartError(`runner ${this.id} is not available`));
     }
+    if (isStopped(this.pid)) {
+      // Stopped by a signal while it waited: it would sit on the run until its timeout.
+      this.kill();
+      return Promise.reject(new SandboxStartError(`runner ${this.id} is stopped`));
+    }
     this.runs++;
     clearTimeout(this.#idleWatch);
     const { promise, resolve, reject } = Promise.withResolvers<RunnerResult>();
@@ -201,7 +205,7 @@ export class JsRunner implements Sandbox {
     return promise;
   }
 
-  /** Ends the runner if it keeps a core busy while it waits for a run (see IDLE_CHECKS_MS). */
+  /** Ends the runner if it is stopped, or keeps a core busy, while it waits for a run (see IDLE_CHECKS_MS). */
   #watchIdle(): void {
     let since = performance.now();
     let cpu = cpuMs(this.pid);
@@ -210,6 +214,10 @@ export class JsRunner implements Sandbox {
       const delay = IDLE_CHECKS_MS[Math.min(check++, IDLE_CHECKS_MS.length - 1)];
       this.#idleWatch = setTimeout(() => {
         if (this.#dead || this.#active) return;
+        if (isStopped(this.pid)) {
+          this.kill();
+          return;
+        }
         const now = performance.now();
         const used = cpuMs(this.pid);
         if (used - cpu > (now - since) * IDLE_BUSY_SHARE) {
@@ -386,13 +394,7 @@ export class JsRunner implements Sandbox {
 
 /** CPU time the process `pid` used so far, all threads, in ms (0 once it is gone). */
 function cpuMs(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_MS;
-  } catch {
-    return 0;
-  }
+  return procStat(pid)?.cpuMs ?? 0;
 }
 
 function describeExit(exit: SandboxExit): string {

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { isStopped } from "../proc_stat.ts";
 import { OutputCapture, type OutputPolicy, utf8Length } from "../../output.ts";
 import {
   crashed,
@@ -133,6 +134,11 @@ export class PythonZygote implements Sandbox {
   async run(job: ZygoteJob): Promise<{ outcome: RunOutcome; report?: Report }> {
     if (this.#dead || this.#active) {
       throw new SandboxStartError(`zygote ${this.id} is not available`);
+    }
+    if (isStopped(this.#process.pid)) {
+      // Stopped by a signal while it waited: it would sit on the run until its timeout.
+      this.kill();
+      throw new SandboxStartError(`zygote ${this.id} is stopped`);
     }
     await this.#spare.promise;
     this.#spare = Promise.withResolvers<void>();

@@ -25,9 +25,18 @@ class ClaimUidRange(unittest.TestCase):
         return base
 
     def test_ranges_follow_each_other_while_held(self):
-        first = self.claim()
-        self.assertEqual(first, slots.UID_RANGES_START)
-        self.assertEqual(self.claim(), first + slots.UID_RANGE_SIZE)
+        with mock.patch.object(slots, "mapped_uids", lambda: 1 << 32):
+            first = self.claim()
+            self.assertEqual(first, slots.HOST_UIDS_START)
+            self.assertEqual(self.claim(), first + slots.HOST_RANGE_SIZE)
+
+    def test_inside_a_small_uid_map_ranges_stay_below_nobody(self):
+        with mock.patch.object(slots, "mapped_uids", lambda: 65_536):
+            first = self.claim(300)
+            second = self.claim(300)
+        self.assertEqual(first, slots.MAPPED_UIDS_START)
+        self.assertEqual(second, first + 512)  # whole blocks of 256
+        self.assertLess(second + 300, 65_534)
 
     def test_a_range_is_free_again_once_its_lock_is_closed(self):
         first = self.claim()
@@ -35,8 +44,10 @@ class ClaimUidRange(unittest.TestCase):
         self.assertEqual(self.claim(), first)
 
     def test_a_lock_another_process_holds_is_skipped(self):
+        first = slots.uid_ranges(10, slots.mapped_uids())[0]
+        step = slots.uid_ranges(10, slots.mapped_uids())[1] - first
         os.makedirs(self.dir.name + "/ranges")
-        path = "%s/ranges/%d.lock" % (self.dir.name, slots.UID_RANGES_START)
+        path = "%s/ranges/%d.lock" % (self.dir.name, first)
         locked_r, locked_w = os.pipe()
         done_r, done_w = os.pipe()
         pid = os.fork()
@@ -48,7 +59,7 @@ class ClaimUidRange(unittest.TestCase):
             os._exit(0)
         try:
             self.assertEqual(os.read(locked_r, 1), b"x")
-            self.assertEqual(self.claim(), slots.UID_RANGES_START + slots.UID_RANGE_SIZE)
+            self.assertEqual(self.claim(), first + step)
         finally:
             os.write(done_w, b"x")
             os.waitpid(pid, 0)
@@ -56,11 +67,12 @@ class ClaimUidRange(unittest.TestCase):
                 os.close(fd)
 
     def test_too_many_slots_for_one_range(self):
-        with self.assertRaises(ValueError):
-            slots.claim_uid_range(slots.UID_RANGE_SIZE + 1)
+        with mock.patch.object(slots, "mapped_uids", lambda: 1 << 32):
+            with self.assertRaises(ValueError):
+                slots.claim_uid_range(slots.HOST_RANGE_SIZE + 1)
 
     def test_every_range_taken(self):
-        with mock.patch.object(slots, "UID_RANGES", 2):
+        with mock.patch.object(slots, "uid_ranges", lambda count, limit: [100_000, 200_000]):
             self.claim()
             self.claim()
             with self.assertRaises(OSError):
