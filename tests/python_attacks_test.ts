@@ -14,6 +14,7 @@ import {
   inProcessOnly,
   REMOTE_URL,
   remoteEnv,
+  requiresLayer,
   skipInProcessCheck,
 } from "./helpers/remote.ts";
 import {
@@ -301,6 +302,7 @@ Deno.test({
 Deno.test({
   name: "attack: memory is capped for the run's whole process tree, not per process",
   ...opts,
+  ...requiresLayer("cgroup"),
   fn: async () => {
     // Six processes of 150 MB each fit every per-process limit (256 MB) but not the run's.
     const code = "import os, time\npids = []\nfor i in range(6):\n    pid = os.fork()\n" +
@@ -786,6 +788,8 @@ for path in ("/proc/self/cmdline", "/proc/self/environ", "/proc/self/mountinfo",
 Deno.test({
   name: "attack: a 1e5-deep JSON input is a clear error, not a silent exit",
   ...opts,
+  // Remotely the service refuses a body this deep with a 400 (http/json_body.ts).
+  ...local,
   fn: async () => {
     let input: unknown = 1;
     for (let i = 0; i < 100_000; i++) input = [input];

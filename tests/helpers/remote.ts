@@ -89,6 +89,8 @@ export const LAYER_OPERATIONS: Record<string, string[][]> = {
   mountns: [["unshare mount", "mount tmpfs"]],
   rootfs: [["chroot"], ["pivot_root"]],
   cgroup: [["cgroup subtree"]],
+  // A cgroup namespace is made around the slot's own cgroup: none without cgroups.
+  cgroupns: [["cgroup subtree"]],
   seccomp: [["seccomp filter"]],
 };
 

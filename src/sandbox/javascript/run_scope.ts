@@ -15,6 +15,7 @@
  * @module
  */
 
+import type { DoneFrame } from "./protocol.ts";
 import type { RealmTools, Timers } from "./lockdown.ts";
 import type { OutputWriter } from "./output_channel.ts";
 
@@ -33,23 +34,11 @@ export interface RunRequest {
   input?: string;
 }
 
-/** How a run ended, for the runner's main thread (and from there the host). */
-export interface RunEnd {
-  /** Message type. */
-  t: "done";
-  /** Run number. */
-  id: number;
-  /** Process-style exit code. */
-  exitCode: number;
-  /** The last `return_val(v)`: `v` when a string, else its JSON. */
-  explicit?: string;
-  /** The returned value as JSON (or text when not JSON). */
-  returned?: string;
-  /** An ArrayBuffer allocation failed. */
-  memory?: boolean;
-  /** The code called `Deno.exit`. */
-  exited?: boolean;
-}
+/**
+ * How a run ended, for the runner's main thread, which adds whether the worker was left with
+ * work behind (`leftover`) and passes it on to the host as its done frame.
+ */
+export type RunEnd = Omit<DoneFrame, "leftover">;
 
 /** The built-ins of the realm a run's code runs in (the worker's, or a vm context's). */
 export interface RunRealm {
