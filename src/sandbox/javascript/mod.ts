@@ -264,11 +264,11 @@ class JavaScriptRuntime implements Runtime {
     }
     pool.release(runner, result.reusable);
     // A runner that served its first run boots the worker for its tenant's next runs: at once
-    // when the tenant keeps several runners busy (its next runs are coming), else while the
-    // machine has a core to spare. Otherwise the boot waits for the tenant's next run.
+    // when the tenant keeps several runners busy (its next runs are coming), or when nothing
+    // else runs. Otherwise (many tenants, most of them one-off) the boot waits for the tenant's
+    // next run: a worker booted for a tenant that never comes back is a third of a runner's CPU.
     const bursting = job.tenant !== undefined && pool.heldBy(job.tenant) > 1;
-    const spareCore = pool.active < (navigator.hardwareConcurrency ?? 1);
-    if (result.reusable && runner.runs === 1 && (bursting || spareCore)) runner.prepare();
+    if (result.reusable && runner.runs === 1 && (bursting || pool.active === 0)) runner.prepare();
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr, retVal } = result.outcome;
