@@ -195,6 +195,8 @@ function emulatedImage(): Promise<EmulatedImage> {
     }
     await run(["cp", "-r", `${ROOT}src`, `${app}/src`]);
     await Deno.copyFile(`${DEPLOY}healthcheck.ts`, `${app}/deploy/healthcheck.ts`);
+    // Run from the copy: the checkout may sit under the /tmp the restricted run hides.
+    await Deno.copyFile(`${DEPLOY}entrypoint.sh`, `${app}/deploy/entrypoint.sh`);
     const lockBefore = await Deno.readTextFile(`${app}/deno.lock`);
     const env = { ...stageEnv("deps"), DENO_DIR: denoDir };
     const steps = [];
@@ -464,7 +466,7 @@ Deno.test({
         "--",
         RESTRICTED,
         "--read-only", // the container's read-only root and private /tmp
-        `${DEPLOY}entrypoint.sh`, // the image's entrypoint, under tini there
+        `${image.app}/deploy/entrypoint.sh`, // the image's entrypoint, under tini there
         ...cmd,
       ],
       cwd: image.app, // the image's WORKDIR

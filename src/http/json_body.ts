@@ -42,23 +42,8 @@ export const MAX_JSON_DEPTH = 512;
 export function jsonBody(options: JsonBodyOptions): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = c.req.raw;
-    const bytes = await readBody(raw, options);
-    if (nestingExceeds(bytes, MAX_JSON_DEPTH)) {
-      throw invalidJson(`arrays and objects are nested deeper than ${MAX_JSON_DEPTH} levels`);
-    }
-    let text: string;
-    try {
-      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    } catch {
-      throw invalidJson("the body is not valid UTF-8");
-    }
-    if (text === "") throw invalidJson("the body is empty; expected a JSON object");
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (error) {
-      throw invalidJson(errorMessage(error));
-    }
+    // Neither the bytes nor their text outlive the parse: a run holds only the parsed value.
+    const value = parseBody(await readBody(raw, options));
     // The validator of the route reads `c.req.json()`, which answers from this cache, and
     // only for a JSON content type: give it one, whatever the client sent.
     const headers = new Headers(raw.headers);
@@ -67,6 +52,25 @@ export function jsonBody(options: JsonBodyOptions): MiddlewareHandler<AppEnv> {
     c.req.bodyCache.json = Promise.resolve(value);
     await next();
   };
+}
+
+/** The JSON value of a body, or the 400 that names what is wrong with it. */
+function parseBody(bytes: Uint8Array): unknown {
+  if (nestingExceeds(bytes, MAX_JSON_DEPTH)) {
+    throw invalidJson(`arrays and objects are nested deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw invalidJson("the body is not valid UTF-8");
+  }
+  if (text === "") throw invalidJson("the body is empty; expected a JSON object");
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw invalidJson(errorMessage(error));
+  }
 }
 
 /** First buffer for a body without `Content-Length`; it doubles as the body grows. */

@@ -193,6 +193,7 @@ class JavaScriptRuntime implements Runtime {
           memoryLimitMb: settings.memoryLimitMb,
           denoDir: `${paths.files}/cache`,
           executable: paths.executable,
+          entry: paths.entry,
         });
       const process = await jail.spawn({
         kind: "program",
@@ -325,7 +326,7 @@ class JavaScriptRuntime implements Runtime {
     if (this.#launch() === "self" && !Deno.build.standalone) {
       // A self-started runner under `deno run` loads the service's entry and its modules.
       const root = new URL("./", SERVICE_ENTRY).pathname.replace(/\/$/, "");
-      binds.push([root, root]);
+      binds.push([root, JAIL_SERVICE_DIR]);
     }
     return binds;
   }
@@ -403,16 +404,24 @@ interface RunnerPaths {
   socket: string;
   /** The executable to start. */
   executable: string;
+  /** The service's entry module (`self` launch under `deno run`). */
+  entry: string;
 }
 
 /** Where this executable appears inside a runner's root. */
 const JAIL_EXECUTABLE = "/sandbox/bin/deno";
+/**
+ * Where the service's own dir appears inside a runner's root (`self` launch under `deno run`):
+ * never at its host path, which may lie under the /tmp a root replaces with its own.
+ */
+const JAIL_SERVICE_DIR = "/sandbox/service";
 
 function jailPaths(): RunnerPaths {
   return {
     files: JAIL_FILES_DIR,
     socket: `${JAIL_RUN_DIR}/${SOCKET_NAME}`,
     executable: JAIL_EXECUTABLE,
+    entry: `${JAIL_SERVICE_DIR}/main.ts`,
   };
 }
 
@@ -425,6 +434,7 @@ async function hostPaths(workdir: Workdir, launch: RunnerLaunch): Promise<Runner
     files: workdir.files,
     socket: `${workdir.runDir}/${SOCKET_NAME}`,
     executable,
+    entry: SERVICE_ENTRY.pathname,
   };
 }
 

@@ -43,6 +43,8 @@ export interface RunnerCommandOptions {
   denoDir: string;
   /** The executable as the runner's jail shows it (default: this one's path). */
   executable?: string;
+  /** The service's entry module as the runner's jail shows it (`self` launch under `deno run`). */
+  entry?: string;
 }
 
 /** A program, its arguments and its whole environment. */
@@ -65,7 +67,12 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
     // It reads V8 flags only from DENO_V8_FLAGS under `deno run`; compiled, the cgroup and
     // the rlimits bound its memory.
     return {
-      argv: [...selfRunnerArgv(options.executable), SELF_RUNNER_FLAG, socketPath, token],
+      argv: [
+        ...selfRunnerArgv(options.executable, options.entry),
+        SELF_RUNNER_FLAG,
+        socketPath,
+        token,
+      ],
       env: { ...env, DENO_V8_FLAGS: `--max-old-space-size=${memoryLimitMb}` },
     };
   }
@@ -93,7 +100,10 @@ export function runnerCommandLine(options: RunnerCommandOptions): CommandLine {
 }
 
 /** The program part of a self-started runner (see {@link SELF_RUNNER_FLAG}). */
-export function selfRunnerArgv(executable: string = Deno.execPath()): string[] {
+export function selfRunnerArgv(
+  executable: string = Deno.execPath(),
+  entry: string = SERVICE_ENTRY.pathname,
+): string[] {
   if (Deno.build.standalone) return [executable];
   return [
     executable,
@@ -106,6 +116,6 @@ export function selfRunnerArgv(executable: string = Deno.execPath()): string[] {
     "--no-remote",
     "--no-npm",
     "--quiet",
-    SERVICE_ENTRY.pathname,
+    entry,
   ];
 }
