@@ -419,6 +419,38 @@ Deno.test(
 );
 
 Deno.test(
+  "syntax: the parser's verdict on code seen lately is reused without asking a process",
+  opts,
+  async () => {
+    const others = syntaxPids();
+    const service = new SyntaxService({ processes: 1 });
+    try {
+      await service.start();
+      const [pid] = syntaxPids().filter((pid) => !others.includes(pid));
+      const run = { language: "typescript", purpose: "run" } as const;
+      const code = "let n: number = 1;\nreturn n +;";
+      const first = await service.prepare(code, run);
+      assertEquals(first.ok, false);
+      // The only process cannot answer now: whatever answers comes from the cache.
+      Deno.kill(pid, "SIGSTOP");
+      try {
+        assertEquals(await service.prepare(code, run), first);
+        assertEquals(syntaxPids().filter((pid) => !others.includes(pid)), [pid]);
+      } finally {
+        Deno.kill(pid, "SIGCONT");
+      }
+      // Other code, or the same code checked for another purpose, still goes to the process.
+      assertEquals(await service.prepare("let m: string = '';", run), {
+        ok: true,
+        code: "let m         = '';",
+      });
+    } finally {
+      await service.shutdown();
+    }
+  },
+);
+
+Deno.test(
   "syntax: a syntax service that cannot boot fails to start and leaves no process",
   opts,
   async () => {

@@ -21,11 +21,17 @@
  * @module
  */
 
+import { LRUCache } from "lru-cache";
 import type { SyntaxProblem } from "../../runtime.ts";
 import type { RunnerLaunch } from "./runner_command.ts";
 import { SourcePositions } from "./source_positions.ts";
 import { type Exchange, startSyntaxProcess, type SyntaxProcess } from "./syntax_process.ts";
 import type { Mapping, RequestContent, ScriptLanguage } from "./syntax_protocol.ts";
+
+/** Code and output the cache of verdicts holds at most, in UTF-16 units (16 MiB of memory). */
+const CACHE_CHARS = 8 * 1024 * 1024;
+/** Longer code is never cached: one would push out many evaluators. */
+const MAX_CACHED_CHARS = 256 * 1024;
 
 /** How a check's deadline grows with the code: `baseMs + perMiBMs × MiB of code`. */
 export interface SyntaxDeadline {
@@ -131,6 +137,11 @@ interface Job {
 export class SyntaxService {
   #options: Required<Omit<SyntaxServiceOptions, "dataLimit">> & { dataLimit: boolean };
   #processes = new Set<SyntaxProcess>();
+  /** The parser's answers for code seen lately (a tenant sends the same evaluator again). */
+  #verdicts = new LRUCache<string, PreparedSource>({
+    maxSize: CACHE_CHARS,
+    sizeCalculation: (source, key) => key.length + (source.ok ? source.code.length : 0) + 256,
+  });
   #idle: SyntaxProcess[] = [];
   #runs: Job[] = [];
   #validations: Job[] = [];
@@ -181,6 +192,21 @@ export class SyntaxService {
   async prepare(code: string, options: PrepareOptions): Promise<PreparedSource> {
     const { language, purpose } = options;
     const output = purpose === "run" && language === "typescript";
+    const key = code.length <= MAX_CACHED_CHARS ? `${language}:${output}:${code}` : undefined;
+    const known = key === undefined ? undefined : this.#verdicts.get(key);
+    if (known) return known;
+    const verdict = await this.#prepare(code, { language, purpose }, output);
+    if (key !== undefined && verdict.parsed) this.#verdicts.set(key, verdict.source);
+    return verdict.source;
+  }
+
+  /** The answer of a syntax process; `parsed` when it is the parser's (the same every time). */
+  async #prepare(
+    code: string,
+    options: PrepareOptions,
+    output: boolean,
+  ): Promise<{ source: PreparedSource; parsed: boolean }> {
+    const { language, purpose } = options;
     const job = this.#job({ t: "prepare", language, code, output }, {
       purpose,
       size: code.length,
@@ -190,21 +216,19 @@ export class SyntaxService {
     });
     const exchange = await this.#submit(job);
     if (exchange.kind !== "answer" || exchange.answer.t !== "prepared") {
-      return { ok: false, problem: this.#failure(exchange, job) };
+      return { source: { ok: false, problem: this.#failure(exchange, job) }, parsed: false };
     }
     const answer = exchange.answer;
-    if (!answer.ok) return { ok: false, problem: answer.problem };
-    if (!output) return { ok: true, code };
+    if (!answer.ok) return { source: { ok: false, problem: answer.problem }, parsed: true };
+    if (!output) return { source: { ok: true, code }, parsed: true };
     if (answer.code === undefined) {
-      return { ok: false, problem: atStart("the syntax check answered without the code") };
+      const problem = atStart("the syntax check answered without the code");
+      return { source: { ok: false, problem }, parsed: false };
     }
     const mapping = answer.mapping;
-    if (!mapping) return { ok: true, code: answer.code };
-    return {
-      ok: true,
-      code: answer.code,
-      positions: new SourcePositions((positions) => this.#map(mapping, positions)),
-    };
+    if (!mapping) return { source: { ok: true, code: answer.code }, parsed: true };
+    const positions = new SourcePositions((positions) => this.#map(mapping, positions));
+    return { source: { ok: true, code: answer.code, positions }, parsed: true };
   }
 
   /**
