@@ -83,8 +83,8 @@ const FULL: Plan = {
   sequential: { service: 300, spawn: 40, floor: 300, warmup: 20, maxMs: 20_000 },
   levels: [1, 4, 16, 64],
   duration: { service: 4_000, spawn: 3_000, floor: 2_000, langFloor: 3_000, bootFloor: 3_000 },
-  tenants: { warmupMs: 1_000, durationMs: 4_000 },
-  warmupMs: 500,
+  tenants: { warmupMs: 8_000, durationMs: 4_000 },
+  warmupMs: 3_000,
   poolWaitMs: 30_000,
 };
 

@@ -45,6 +45,13 @@ export interface PoolOptions<S extends Sandbox> {
   maxIdleKept?: number;
   /** Spares (sandboxes for no waiting run) boot only while this says the service is idle. */
   idle?: () => boolean;
+  /**
+   * Sandboxes a tenant may hold before its further runs wait for one of them to come free
+   * rather than boot another, up to {@link PoolOptions.ownWaitMs}. Unset: no such wait.
+   */
+  tenantShare?: number;
+  /** Longest such wait, in ms, before a boot is started for the run after all. */
+  ownWaitMs?: number;
   /** Boots under way at once; defaults to 2. */
   bootConcurrency?: number;
   /** Called after every boot attempt with its duration. */
@@ -65,6 +72,8 @@ interface Entry<S> {
 
 interface Waiter<S> {
   tenant?: string;
+  /** Until then (ms since the epoch) the waiter takes only its tenant's own sandboxes. */
+  ownUntil: number;
   resolve: (sandbox: S) => void;
   reject: (error: Error) => void;
 }
@@ -82,6 +91,7 @@ export class SandboxPool<S extends Sandbox> {
   #closed = false;
   #sweeper: ReturnType<typeof setInterval>;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #ownWait: { timer: ReturnType<typeof setTimeout>; at: number } | undefined;
   #inFlight = new Set<Promise<unknown>>();
 
   /** Creates the pool; call {@link SandboxPool.start} to prewarm it. */
@@ -104,14 +114,15 @@ export class SandboxPool<S extends Sandbox> {
    */
   acquire(tenant?: string): Promise<S> {
     if (this.#closed) return Promise.reject(new SandboxStartError("the pool is shut down"));
-    const entry = this.#findIdle(tenant);
+    const ownUntil = this.#ownUntil(tenant);
+    const entry = this.#findIdle(tenant, ownUntil <= Date.now());
     if (entry) {
       this.#lease(entry, tenant);
       this.#pump();
       return Promise.resolve(entry.sandbox);
     }
     const { promise, resolve, reject } = Promise.withResolvers<S>();
-    this.#waiters.push({ tenant, resolve, reject });
+    this.#waiters.push({ tenant, ownUntil, resolve, reject });
     this.#pump();
     return promise;
   }
@@ -176,6 +187,7 @@ export class SandboxPool<S extends Sandbox> {
   async shutdown(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    clearTimeout(this.#ownWait?.timer);
     for (const waiter of this.#waiters.splice(0)) {
       waiter.reject(new SandboxStartError("the pool is shut down"));
     }
@@ -188,12 +200,26 @@ export class SandboxPool<S extends Sandbox> {
     await Promise.all([...exits, ...this.#inFlight]);
   }
 
-  #findIdle(tenant: string | undefined): Entry<S> | undefined {
+  /**
+   * When a run of `tenant` may take a sandbox other than the tenant's own: now, unless the
+   * tenant holds its share of them, all busy. Its runs then queue behind its own runs a
+   * little: a run of short CPU-bound code (the usual kind) ends long before a boot would, and
+   * more processes for one tenant only share the same cores. Runs that wait on timers get
+   * their boot after the wait.
+   */
+  #ownUntil(tenant: string | undefined): number {
+    const { tenantShare, ownWaitMs = 0 } = this.#options;
+    if (tenant === undefined || tenantShare === undefined) return 0;
+    return this.heldBy(tenant) >= tenantShare ? Date.now() + ownWaitMs : 0;
+  }
+
+  #findIdle(tenant: string | undefined, othersToo = true): Entry<S> | undefined {
     let fresh: Entry<S> | undefined;
     const shared = this.#options.reuse === "any";
     for (const entry of this.#entries.values()) {
       if (entry.state !== "idle") continue;
       if (tenant !== undefined && entry.tenant === tenant) return entry;
+      if (!othersToo) continue;
       // A shared sandbox that served a run is as good as fresh, and warmer.
       if (shared && entry.used) return entry;
       if (!entry.used && !fresh) fresh = entry;
@@ -245,10 +271,16 @@ export class SandboxPool<S extends Sandbox> {
   /** Serves waiters from idle sandboxes, then boots or evicts to meet demand. */
   #pump(): void {
     if (this.#closed) return;
+    const now = Date.now();
+    let ownWaitEnds = Infinity;
+    let bootFor = 0;
     for (let i = 0; i < this.#waiters.length;) {
       const waiter = this.#waiters[i];
-      const entry = this.#findIdle(waiter.tenant);
+      const othersToo = waiter.ownUntil <= now;
+      const entry = this.#findIdle(waiter.tenant, othersToo);
       if (!entry) {
+        if (othersToo) bootFor++;
+        else ownWaitEnds = Math.min(ownWaitEnds, waiter.ownUntil);
         i++;
         continue;
       }
@@ -256,13 +288,14 @@ export class SandboxPool<S extends Sandbox> {
       this.#lease(entry, waiter.tenant);
       waiter.resolve(entry.sandbox);
     }
+    if (ownWaitEnds < Infinity) this.#pumpAt(ownWaitEnds);
     let freshIdle = 0;
     for (const entry of this.#entries.values()) {
       if (entry.state === "idle" && !entry.used) freshIdle++;
     }
     // Boots for waiting runs come first; spares only while the service is idle.
     const spares = this.#options.idle?.() === false ? 0 : this.#options.size - freshIdle;
-    const wanted = this.#waiters.length + Math.max(0, spares);
+    const wanted = bootFor + Math.max(0, spares);
     const concurrency = this.#options.bootConcurrency ?? 2;
     while (this.#booting < wanted && this.#booting < concurrency) {
       if (this.#entries.size + this.#booting >= this.#options.max && !this.#evictIdle()) break;
@@ -316,6 +349,17 @@ export class SandboxPool<S extends Sandbox> {
     );
     this.#inFlight.add(boot);
     boot.finally(() => this.#inFlight.delete(boot));
+  }
+
+  /** Pumps again at `at` (ms since the epoch), when a waiter's own-sandbox wait ends. */
+  #pumpAt(at: number): void {
+    if (this.#ownWait && this.#ownWait.at <= at) return;
+    if (this.#ownWait) clearTimeout(this.#ownWait.timer);
+    const timer = setTimeout(() => {
+      this.#ownWait = undefined;
+      this.#pump();
+    }, Math.max(0, at - Date.now()));
+    this.#ownWait = { timer, at };
   }
 
   #scheduleRetry(): void {

@@ -125,6 +125,37 @@ Deno.test("pool: a tenant gets its own sandbox back; others never get it", async
   await closeAll(h);
 });
 
+Deno.test("pool: a tenant at its share waits for its own sandbox; others still get spares", async () => {
+  const h = harness({ tenantShare: 1, ownWaitMs: 60_000 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 2, "two warm sandboxes");
+  const first = await h.pool.acquire("a");
+  let second: SleepSandbox | undefined;
+  const waiting = h.pool.acquire("a").then((sandbox) => second = sandbox);
+  // Another tenant's run takes a spare at once; tenant a's second run does not.
+  const other = await h.pool.acquire("b");
+  nodeAssert.notEqual(other, first);
+  nodeAssert.equal(second, undefined);
+  h.pool.release(first, true);
+  nodeAssert.equal(await waiting, first);
+  h.pool.release(first, true);
+  h.pool.release(other, true);
+  await closeAll(h);
+});
+
+Deno.test("pool: a tenant's wait for its own sandbox ends in a boot", async () => {
+  const h = harness({ tenantShare: 1, ownWaitMs: 30, size: 0 });
+  await h.pool.start();
+  const first = await h.pool.acquire("a");
+  const booted = h.created.length;
+  const second = await h.pool.acquire("a");
+  nodeAssert.notEqual(second, first);
+  nodeAssert.equal(h.created.length, booted + 1);
+  h.pool.release(first, true);
+  h.pool.release(second, true);
+  await closeAll(h);
+});
+
 Deno.test("pool: an anonymous run's sandbox is killed after one use", async () => {
   const h = harness();
   await h.pool.start();

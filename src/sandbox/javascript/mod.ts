@@ -69,6 +69,12 @@ const KEPT_MEMORY_SHARE = 0.25;
  * (about 60-80 MiB measured here), with room for what its runs left on its heap.
  */
 const KEPT_RUNNER_MB = 128;
+/**
+ * How long a tenant's run waits for one of the tenant's own busy runners before another boots
+ * for it, once the tenant holds its share (see the pool's `tenantShare`), in ms: longer than a
+ * short evaluator takes under load, much shorter than a boot.
+ */
+const OWN_WAIT_MS = 100;
 
 /** Tuning of the runner pool beyond {@link RuntimeSettings}. */
 export interface JavaScriptRuntimeOptions {
@@ -84,6 +90,11 @@ export interface JavaScriptRuntimeOptions {
   maxKeptRunners?: number;
   /** Runner boots under way at once (default: 2 per CPU core, at least 2). */
   bootConcurrency?: number;
+  /**
+   * Runners a tenant holds before its further runs first wait (up to 100 ms) for one of them
+   * rather than boot another (default: 2 per CPU core).
+   */
+  tenantShare?: number;
   /**
    * How runner processes are started: `"self"` (the service's executable in runner mode, the
    * only way in a compiled binary) or `"deno"` (`deno run` on the runner module)
@@ -226,6 +237,8 @@ class JavaScriptRuntime implements Runtime {
       idleTtlMs: this.#options.idleTtlMs ?? IDLE_TTL_MS,
       maxIdleKept: this.#keptRunners(),
       bootConcurrency: this.#options.bootConcurrency ?? Math.max(2, 2 * cores),
+      tenantShare: this.#options.tenantShare ?? 2 * cores,
+      ownWaitMs: OWN_WAIT_MS,
       idle: (): boolean => pool.active < cores,
       onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
     });
