@@ -5,7 +5,7 @@
 # valid in that namespace only), no inheritable or ambient capabilities, and no_new_privs set.
 #
 #   deploy/run-restricted.sh deno task start
-#   deploy/run-restricted.sh deno test --allow-all --no-prompt tests/
+#   deploy/run-restricted.sh deno test --allow-all --no-prompt src/ tests/
 #   deploy/run-restricted.sh --read-only deno task start
 #
 # The user namespace maps ids 0..FAAS_RESTRICTED_USERNS_SIZE-1 (default 2097152, the size

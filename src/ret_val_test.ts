@@ -1,5 +1,5 @@
-import { assertEquals } from "./helpers/assert.ts";
-import { resolveRetVal } from "../src/ret_val.ts";
+import { assertEquals } from "../tests/helpers/assert.ts";
+import { resolveRetVal } from "./ret_val.ts";
 
 const START = "__COZE_RETURN_VAL_START__";
 const END = "__COZE_RETURN_VAL_END__";

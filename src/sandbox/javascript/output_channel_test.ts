@@ -1,11 +1,11 @@
-import { assertEquals } from "./helpers/assert.ts";
+import { assertEquals } from "../../../tests/helpers/assert.ts";
 import {
   createOutputBuffer,
   OUTPUT_RING_BYTES,
   type OutputChunk,
   OutputReader,
   OutputWriter,
-} from "../src/sandbox/javascript/output_channel.ts";
+} from "./output_channel.ts";
 
 /** A writer and a reader on one ring; the writer drains into `taken` when the ring is full. */
 function channel() {

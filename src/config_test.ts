@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertStringIncludes } from "./helpers/assert.ts";
-import { ConfigError, parseConfig, runtimeSettings } from "../src/config.ts";
+import { assert, assertEquals, assertStringIncludes } from "../tests/helpers/assert.ts";
+import { ConfigError, parseConfig, runtimeSettings } from "./config.ts";
 
 Deno.test("defaults match the contract", () => {
   const config = parseConfig({});

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "./helpers/assert.ts";
+import { assert, assertEquals } from "../tests/helpers/assert.ts";
 import {
   crashed,
   EXIT_CODES,
@@ -11,7 +11,7 @@ import {
   runtimeFailed,
   startFailed,
   timedOut,
-} from "../src/outcome.ts";
+} from "./outcome.ts";
 
 const limits = { timeoutMs: 5000, memoryLimitMb: 256, maxOutputBytes: 1024 };
 

@@ -1,6 +1,6 @@
-import { assertEquals } from "./helpers/assert.ts";
-import { delay, settlesWithin, withTimeout } from "../src/async.ts";
-import { errorMessage } from "../src/errors.ts";
+import { assertEquals } from "../tests/helpers/assert.ts";
+import { delay, settlesWithin, withTimeout } from "./async.ts";
+import { errorMessage } from "./errors.ts";
 
 Deno.test("withTimeout gives the value when it comes in time, undefined when it does not", async () => {
   assertEquals(await withTimeout(Promise.resolve(7), 1_000), 7);

@@ -4,8 +4,8 @@
  */
 
 import nodeAssert from "node:assert/strict";
-import { type PoolOptions, SandboxPool } from "../src/pool.ts";
-import { SandboxStartError } from "../src/runtime.ts";
+import { type PoolOptions, SandboxPool } from "./pool.ts";
+import { SandboxStartError } from "./runtime.ts";
 
 class SleepSandbox {
   readonly id: string;
