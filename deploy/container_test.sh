@@ -289,17 +289,26 @@ start_container() {
   CONTAINERS+=("$name")
   podman run -d --name "$name" "${HOST_FLAGS[@]}" "${FLAGS[@]}" "${env_flags[@]}" \
     -p 127.0.0.1::8000 "$IMAGE" >/dev/null || fail "container $name did not start"
-  local port
-  port=$(podman port "$name" 8000/tcp | sed 's/.*://')
-  local url="http://127.0.0.1:$port"
+  # The container's own address on the bridge: a published port goes through DNAT rules that a
+  # container runtime sets up and tears down around it (stale ones were seen here), one more
+  # thing between the test and the service. The published port is the fallback.
+  local address url
+  address=$(podman inspect --format '{{.NetworkSettings.IPAddress}}' "$name")
+  if [ -n "$address" ]; then
+    url="http://$address:8000"
+  else
+    url="http://127.0.0.1:$(podman port "$name" 8000/tcp | sed 's/.*://')"
+  fi
   local deadline=$(($(date +%s) + 120))
-  until curl -fsS "$url/health" 2>/dev/null | jq -e '.status == "healthy"' >/dev/null; do
+  until curl -fsS --max-time 5 "$url/health" 2>/dev/null | jq -e '.status == "healthy"' >/dev/null; do
     if [ "$(podman inspect --format '{{.State.Running}}' "$name")" != true ]; then
       podman logs "$name" 2>&1 | tail -n 20 >&2
       fail "container $name exited before becoming healthy"
     fi
     if [ "$(date +%s)" -gt "$deadline" ]; then
-      podman logs "$name" 2>&1 | tail -n 20 >&2
+      podman logs "$name" 2>&1 | tail -n 40 >&2
+      echo "last answer of $url/health:" >&2
+      curl -sS --max-time 5 -w '\nHTTP %{http_code}\n' "$url/health" >&2 || true
       fail "container $name not healthy within 120 s"
     fi
     sleep 0.2

@@ -54,8 +54,8 @@ export interface PoolOptions<S extends Sandbox> {
   ownWaitMs?: number;
   /** Boots under way at once; defaults to 2. */
   bootConcurrency?: number;
-  /** Called after every boot attempt with its duration. */
-  onBoot?: (durationMs: number, ok: boolean) => void;
+  /** Called after every boot attempt with its duration and, when it failed, why. */
+  onBoot?: (durationMs: number, ok: boolean, failure?: string) => void;
 }
 
 interface Entry<S> {
@@ -340,9 +340,10 @@ export class SandboxPool<S extends Sandbox> {
         this.#bootFailures++;
         this.#nextBootAt = Date.now() +
           Math.min(MAX_BOOT_BACKOFF_MS, 50 * 2 ** this.#bootFailures);
-        this.#options.onBoot?.(performance.now() - startedAt, false);
-        const waiter = this.#waiters.shift();
         const reason = error instanceof Error ? error.message : String(error);
+        // A boot cut short by the shutdown is no failure of the sandbox.
+        if (!this.#closed) this.#options.onBoot?.(performance.now() - startedAt, false, reason);
+        const waiter = this.#waiters.shift();
         waiter?.reject(new SandboxStartError(`sandbox failed to start: ${reason}`));
         this.#pump();
       },

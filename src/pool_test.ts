@@ -41,14 +41,14 @@ class SleepSandbox {
 interface Harness {
   pool: SandboxPool<SleepSandbox>;
   created: SleepSandbox[];
-  boots: { ms: number; ok: boolean }[];
+  boots: { ms: number; ok: boolean; failure?: string }[];
   /** Makes the next `n` boots fail. */
   failNext(n: number): void;
 }
 
 function harness(options: Partial<PoolOptions<SleepSandbox>> = {}): Harness {
   const created: SleepSandbox[] = [];
-  const boots: { ms: number; ok: boolean }[] = [];
+  const boots: { ms: number; ok: boolean; failure?: string }[] = [];
   let failures = 0;
   const pool = new SandboxPool<SleepSandbox>({
     create: () => {
@@ -65,7 +65,7 @@ function harness(options: Partial<PoolOptions<SleepSandbox>> = {}): Harness {
     maxRuns: 3,
     maxAgeMs: 60_000,
     idleTtlMs: 60_000,
-    onBoot: (ms, ok) => boots.push({ ms, ok }),
+    onBoot: (ms, ok, failure) => boots.push({ ms, ok, failure }),
     ...options,
   });
   return { pool, created, boots, failNext: (n) => failures = n };
@@ -245,6 +245,10 @@ Deno.test("pool: a failed boot rejects a waiter with SandboxStartError", async (
   const first = await h.pool.acquire("a");
   h.failNext(1);
   await nodeAssert.rejects(h.pool.acquire("b"), SandboxStartError);
+  // The failure is reported with its reason (the service logs it).
+  nodeAssert.deepEqual(h.boots.filter((boot) => !boot.ok).map((boot) => boot.failure), [
+    "boot refused by the test",
+  ]);
   h.pool.release(first, true);
   await closeAll(h);
 });

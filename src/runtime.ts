@@ -138,6 +138,6 @@ export interface RuntimeSettings {
   requireIsolation: readonly string[];
   /** Verbose logs (`FAAS_DEBUG`). */
   debug: boolean;
-  /** Told after every sandbox boot attempt, for metrics. */
-  onSandboxBoot?: (language: Language, durationMs: number, ok: boolean) => void;
+  /** Told after every sandbox boot attempt (with why, when it failed): metrics and logs. */
+  onSandboxBoot?: (language: Language, durationMs: number, ok: boolean, failure?: string) => void;
 }

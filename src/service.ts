@@ -66,8 +66,10 @@ export async function startService(config: Config, options: ServiceOptions = {})
   const runtimes = new RuntimeSet(config.languages, {
     registrations: options.registrations ?? DEFAULT_REGISTRATIONS,
     config,
-    onSandboxBoot: (language, durationMs, ok) =>
-      metrics.recordSandboxBoot(language, durationMs, ok),
+    onSandboxBoot: (language, durationMs, ok, failure) => {
+      metrics.recordSandboxBoot(language, durationMs, ok);
+      if (!ok) logger.error({ msg: "sandbox_boot_failed", language, detail: failure });
+    },
   });
   await startRuntimes(runtimes, options.signal);
   const scheduler = new Scheduler({

@@ -240,7 +240,7 @@ class JavaScriptRuntime implements Runtime {
       tenantShare: this.#options.tenantShare ?? 2 * cores,
       ownWaitMs: OWN_WAIT_MS,
       idle: (): boolean => pool.active < cores,
-      onBoot: (ms, ok) => settings.onSandboxBoot?.("javascript", ms, ok),
+      onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("javascript", ms, ok, failure),
     });
     await Promise.all([pool.start(), syntaxStarted]);
     this.#pool = pool;

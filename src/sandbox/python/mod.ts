@@ -171,7 +171,7 @@ class PythonRuntime implements Runtime {
       idleTtlMs: 10 * 60_000,
       reuse: "any",
       bootConcurrency: 4,
-      onBoot: (ms, ok) => settings.onSandboxBoot?.("python", ms, ok),
+      onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("python", ms, ok, failure),
     });
     await pool.start();
     this.#pool = pool;
