@@ -14,6 +14,7 @@
 
 import vm from "node:vm";
 import { SandboxPool } from "../../pool.ts";
+import { MachineLoad } from "../../machine_load.ts";
 import { finished } from "../../outcome.ts";
 import {
   type Language,
@@ -75,6 +76,11 @@ const KEPT_RUNNER_MB = 128;
  * short evaluator takes under load, much shorter than a boot.
  */
 const OWN_WAIT_MS = 100;
+/**
+ * Below this busy share of its CPUs the machine counts as idle: only then do spares boot, and
+ * kept runners of tenants that are not bursting boot the worker for their next run.
+ */
+const IDLE_MACHINE_BUSY = 0.75;
 
 /** Tuning of the runner pool beyond {@link RuntimeSettings}. */
 export interface JavaScriptRuntimeOptions {
@@ -120,6 +126,7 @@ class JavaScriptRuntime implements Runtime {
   #settings: RuntimeSettings;
   #options: JavaScriptRuntimeOptions;
   #pool: SandboxPool<JsRunner> | undefined;
+  #load: MachineLoad | undefined;
   #syntax: SyntaxService | undefined;
   #jail: Jail | undefined;
   #workdir: Workdir | undefined;
@@ -228,6 +235,7 @@ class JavaScriptRuntime implements Runtime {
       await warmUp(await spawn({ writable: [[`${workdir.files}/cache`, `${paths.files}/cache`]] }));
     }
     const cores = navigator.hardwareConcurrency ?? 1;
+    const load = this.#load = new MachineLoad();
     const pool: SandboxPool<JsRunner> = new SandboxPool<JsRunner>({
       create: () => spawn(),
       size: settings.poolSize,
@@ -239,7 +247,7 @@ class JavaScriptRuntime implements Runtime {
       bootConcurrency: this.#options.bootConcurrency ?? Math.max(2, 2 * cores),
       tenantShare: this.#options.tenantShare ?? 2 * cores,
       ownWaitMs: OWN_WAIT_MS,
-      idle: (): boolean => pool.active < cores,
+      idle: (): boolean => pool.active < cores && load.busyShare < IDLE_MACHINE_BUSY,
       onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("javascript", ms, ok, failure),
     });
     await Promise.all([pool.start(), syntaxStarted]);
@@ -284,10 +292,12 @@ class JavaScriptRuntime implements Runtime {
     pool.release(runner, result.reusable);
     // A runner that served its first run boots the worker for its tenant's next runs: at once
     // when the tenant keeps several runners busy (its next runs are coming), or when nothing
-    // else runs. Otherwise (many tenants, most of them one-off) the boot waits for the tenant's
-    // next run: a worker booted for a tenant that never comes back is a third of a runner's CPU.
+    // else runs and the CPUs are idle. Otherwise (many tenants, most of them one-off) the boot
+    // waits for the tenant's next run: a worker booted for a tenant that never comes back is
+    // half a runner boot's CPU, taken from the runs under way.
     const bursting = job.tenant !== undefined && pool.heldBy(job.tenant) > 1;
-    if (result.reusable && runner.runs === 1 && (bursting || pool.active === 0)) runner.prepare();
+    const idle = pool.active === 0 && this.#load!.busyShare < IDLE_MACHINE_BUSY;
+    if (result.reusable && runner.runs === 1 && (bursting || idle)) runner.prepare();
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
     const { stdout, stderr, retVal } = result.outcome;
@@ -321,6 +331,7 @@ class JavaScriptRuntime implements Runtime {
 
   async shutdown(): Promise<void> {
     this.#started = false;
+    this.#load?.stop();
     await Promise.all([this.#pool?.shutdown(), this.#syntax?.shutdown()]);
     await this.#jail?.close();
     if (this.#workdir) await removeWorkdir(this.#workdir);
