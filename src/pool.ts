@@ -202,15 +202,26 @@ export class SandboxPool<S extends Sandbox> {
 
   /**
    * When a run of `tenant` may take a sandbox other than the tenant's own: now, unless the
-   * tenant holds its share of them, all busy. Its runs then queue behind its own runs a
-   * little: a run of short CPU-bound code (the usual kind) ends long before a boot would, and
-   * more processes for one tenant only share the same cores. Runs that wait on timers get
-   * their boot after the wait.
+   * tenant holds its share of them, or holds one while the idle sandboxes kept for tenants
+   * fill their budget (another boot would end some other tenant's kept sandbox, to be booted
+   * again at that tenant's next run), all of them busy. Its runs then queue behind its own
+   * runs a little: a run of short CPU-bound code (the usual kind) ends long before a boot
+   * would, and more processes for one tenant only share the same cores. Runs that wait on
+   * timers get their boot after the wait.
    */
   #ownUntil(tenant: string | undefined): number {
-    const { tenantShare, ownWaitMs = 0 } = this.#options;
+    const { tenantShare, ownWaitMs = 0, maxIdleKept } = this.#options;
     if (tenant === undefined || tenantShare === undefined) return 0;
-    return this.heldBy(tenant) >= tenantShare ? Date.now() + ownWaitMs : 0;
+    const held = this.heldBy(tenant);
+    const keptFull = maxIdleKept !== undefined && this.#keptIdle() >= maxIdleKept;
+    return held >= tenantShare || (held > 0 && keptFull) ? Date.now() + ownWaitMs : 0;
+  }
+
+  /** Idle sandboxes kept for their tenants. */
+  #keptIdle(): number {
+    let kept = 0;
+    for (const entry of this.#entries.values()) if (entry.state === "idle" && entry.used) kept++;
+    return kept;
   }
 
   #findIdle(tenant: string | undefined, othersToo = true): Entry<S> | undefined {

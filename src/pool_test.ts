@@ -143,6 +143,27 @@ Deno.test("pool: a tenant at its share waits for its own sandbox; others still g
   await closeAll(h);
 });
 
+Deno.test("pool: while kept sandboxes fill their budget, a tenant holding one waits for it", async () => {
+  const h = harness({ tenantShare: 4, ownWaitMs: 60_000, maxIdleKept: 1, size: 1, max: 6 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 1, "a warm sandbox");
+  // Tenant b's idle kept sandbox fills the budget of one.
+  const kept = await h.pool.acquire("b");
+  h.pool.release(kept, true);
+  const first = await h.pool.acquire("a");
+  let second: SleepSandbox | undefined;
+  const waiting = h.pool.acquire("a").then((sandbox) => second = sandbox);
+  // A new tenant still gets a sandbox; tenant a (under its share) does not boot one more.
+  const other = await h.pool.acquire("c");
+  nodeAssert.notEqual(other, first);
+  nodeAssert.equal(second, undefined);
+  h.pool.release(first, true);
+  nodeAssert.equal(await waiting, first);
+  h.pool.release(first, true);
+  h.pool.release(other, true);
+  await closeAll(h);
+});
+
 Deno.test("pool: a tenant's wait for its own sandbox ends in a boot", async () => {
   const h = harness({ tenantShare: 1, ownWaitMs: 30, size: 0 });
   await h.pool.start();
