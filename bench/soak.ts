@@ -30,6 +30,7 @@ interface Case {
 interface Answer {
   output: { stdout: string; stderr: string; ret_val: string };
   metadata: { status: string; exit_code: number; truncated: boolean };
+  error?: string | null;
 }
 
 /** One sample of the service's own process and its tree. */
@@ -263,7 +264,11 @@ export async function soak(
     const key = `${c.language} ${answer.metadata.status}`;
     counts[key] = (counts[key] ?? 0) + 1;
     const wrong = c.judge(answer);
-    return wrong ? `${wrong}: ${text.slice(0, 300)}` : undefined;
+    if (!wrong) return undefined;
+    // What tells why first: the error, the exit code, the start of stderr.
+    const { metadata, error, output } = answer;
+    const why = { error, exit_code: metadata.exit_code, stderr: output?.stderr?.slice(0, 300) };
+    return `${wrong}: ${JSON.stringify(why)}`;
   };
 
   /** Sends cases[from, to) in a closed loop of `concurrency` clients. */

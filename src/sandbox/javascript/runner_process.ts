@@ -207,6 +207,8 @@ export class JsRunner implements Sandbox {
 
   /** Ends the runner if it is stopped, or keeps a core busy, while it waits for a run (see IDLE_CHECKS_MS). */
   #watchIdle(): void {
+    // It replaces whatever watched before (the prepare frame's boot timeout among them).
+    clearTimeout(this.#idleWatch);
     let since = performance.now();
     let cpu = cpuMs(this.pid);
     let check = 0;
