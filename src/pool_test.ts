@@ -125,21 +125,28 @@ Deno.test("pool: a tenant gets its own sandbox back; others never get it", async
   await closeAll(h);
 });
 
-Deno.test("pool: a tenant at its share waits for its own sandbox; others still get spares", async () => {
-  const h = harness({ tenantShare: 1, ownWaitMs: 60_000 });
-  await h.pool.start();
-  await until(() => h.pool.stats().idleInstances === 2, "two warm sandboxes");
+/**
+ * Tenant a leases a sandbox, then asks for a second one: the second run must wait for a's own
+ * while tenant `other` still gets a sandbox at once.
+ */
+async function assertWaitsForOwn(h: Harness, other: string): Promise<void> {
   const first = await h.pool.acquire("a");
   let second: SleepSandbox | undefined;
   const waiting = h.pool.acquire("a").then((sandbox) => second = sandbox);
-  // Another tenant's run takes a spare at once; tenant a's second run does not.
-  const other = await h.pool.acquire("b");
-  nodeAssert.notEqual(other, first);
+  const others = await h.pool.acquire(other);
+  nodeAssert.notEqual(others, first);
   nodeAssert.equal(second, undefined);
   h.pool.release(first, true);
   nodeAssert.equal(await waiting, first);
   h.pool.release(first, true);
-  h.pool.release(other, true);
+  h.pool.release(others, true);
+}
+
+Deno.test("pool: a tenant at its share waits for its own sandbox; others still get spares", async () => {
+  const h = harness({ tenantShare: 1, ownWaitMs: 60_000 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 2, "two warm sandboxes");
+  await assertWaitsForOwn(h, "b");
   await closeAll(h);
 });
 
@@ -147,20 +154,10 @@ Deno.test("pool: while kept sandboxes fill their budget, a tenant holding one wa
   const h = harness({ tenantShare: 4, ownWaitMs: 60_000, maxIdleKept: 1, size: 1, max: 6 });
   await h.pool.start();
   await until(() => h.pool.stats().idleInstances === 1, "a warm sandbox");
-  // Tenant b's idle kept sandbox fills the budget of one.
+  // Tenant b's idle kept sandbox fills the budget of one; tenant a is under its share.
   const kept = await h.pool.acquire("b");
   h.pool.release(kept, true);
-  const first = await h.pool.acquire("a");
-  let second: SleepSandbox | undefined;
-  const waiting = h.pool.acquire("a").then((sandbox) => second = sandbox);
-  // A new tenant still gets a sandbox; tenant a (under its share) does not boot one more.
-  const other = await h.pool.acquire("c");
-  nodeAssert.notEqual(other, first);
-  nodeAssert.equal(second, undefined);
-  h.pool.release(first, true);
-  nodeAssert.equal(await waiting, first);
-  h.pool.release(first, true);
-  h.pool.release(other, true);
+  await assertWaitsForOwn(h, "c");
   await closeAll(h);
 });
 
