@@ -288,17 +288,14 @@ start_container() {
   done
   CONTAINERS+=("$name")
   podman run -d --name "$name" "${HOST_FLAGS[@]}" "${FLAGS[@]}" "${env_flags[@]}" \
-    -p 127.0.0.1::8000 "$IMAGE" >/dev/null || fail "container $name did not start"
-  # The container's own address on the bridge: a published port goes through DNAT rules that a
-  # container runtime sets up and tears down around it (stale ones were seen here), one more
-  # thing between the test and the service. The published port is the fallback.
+    "$IMAGE" >/dev/null || fail "container $name did not start"
+  # The container's own address on the bridge, and no published port: publishing one adds DNAT
+  # rules for a random local port that the runtime does not always remove (stale ones were
+  # found here), and a later local server that draws the same port is unreachable.
   local address url
   address=$(podman inspect --format '{{.NetworkSettings.IPAddress}}' "$name")
-  if [ -n "$address" ]; then
-    url="http://$address:8000"
-  else
-    url="http://127.0.0.1:$(podman port "$name" 8000/tcp | sed 's/.*://')"
-  fi
+  [ -n "$address" ] || fail "container $name has no address on podman's bridge"
+  url="http://$address:8000"
   local deadline=$(($(date +%s) + 120))
   until curl -fsS --max-time 5 "$url/health" 2>/dev/null | jq -e '.status == "healthy"' >/dev/null; do
     if [ "$(podman inspect --format '{{.State.Running}}' "$name")" != true ]; then
