@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { until } from "./helpers/wait.ts";
-import { descendants, health, runCode, startRealService } from "./e2e_helpers.ts";
+import { descendants, health, type RealService, runCode, startRealService } from "./e2e_helpers.ts";
 import { startTimeOf } from "../bench/proc_tree.ts";
 
 /** Processes by pid and start time: a pid reused later is not mistaken for one of them. */
@@ -116,8 +116,12 @@ const LONG: Record<string, string> = {
   python: "print('started', flush=True)\nimport time\ntime.sleep(3)",
 };
 
-/** Every language runs a plain program again (retrying while the service heals). */
-async function untilServing(url: string, what: string): Promise<void> {
+/**
+ * Every language runs a plain program again (retrying while the service heals); when it does
+ * not, the error carries the service's last log lines and stderr.
+ */
+async function untilServing(service: RealService, what: string): Promise<void> {
+  const { url } = service;
   await until(async () => {
     for (const language of ["javascript", "typescript", "python"]) {
       const code = language === "python" ? "print('ok')" : "console.log('ok')";
@@ -125,7 +129,13 @@ async function untilServing(url: string, what: string): Promise<void> {
       if (answer.metadata.status !== "success" || answer.output.stdout !== "ok\n") return false;
     }
     return (await health(url)).status === 200;
-  }, { timeoutMs: 30_000, what });
+  }, { timeoutMs: 30_000, what }).catch((error) => {
+    const { stdout, stderr } = service.process;
+    const last = (lines: string[]) => lines.slice(-30).join("\n");
+    throw new Error(
+      `${error.message}\nservice log:\n${last(stdout.seen)}\nservice stderr:\n${last(stderr.seen)}`,
+    );
+  });
 }
 
 /**
@@ -145,7 +155,7 @@ Deno.test({
     await using service = await startRealService({ FAAS_MAX_INSTANCES: "8" });
     const { url } = service;
     const pid = service.process.child.pid;
-    await untilServing(url, "a warm service");
+    await untilServing(service, "a warm service");
 
     for (const kind of ["js", "py"] as const) {
       const language = kind === "js" ? "javascript" : "python";
@@ -160,7 +170,7 @@ Deno.test({
         Deno.kill(jailer.pid, "SIGKILL");
         const ended = await answer;
         assert(["crashed", "success"].includes(ended.metadata.status), ended.metadata.status);
-        await untilServing(url, `a new ${kind} jailer`);
+        await untilServing(service, `a new ${kind} jailer`);
         assert(jailerOf(pid, kind).pid !== jailer.pid, "a new jailer");
         assertEquals(escaped(pid, before), []);
       });
@@ -187,7 +197,7 @@ Deno.test({
           timeoutMs: 15_000,
           what: "the stopped jailer to be ended",
         });
-        await untilServing(url, `a ${kind} jailer that answers again`);
+        await untilServing(service, `a ${kind} jailer that answers again`);
         assertEquals(escaped(pid, before), []);
       });
 
@@ -212,7 +222,7 @@ Deno.test({
             JSON.stringify(answer.metadata),
           );
         }
-        await untilServing(url, `${kind} sandboxes replaced`);
+        await untilServing(service, `${kind} sandboxes replaced`);
         assertEquals(escaped(pid, before), []);
       });
     }
@@ -225,12 +235,12 @@ Deno.test({
       const [first] = syntax();
       assert(first, "a syntax process");
       Deno.kill(first, "SIGKILL");
-      await untilServing(url, "a new syntax process");
+      await untilServing(service, "a new syntax process");
       const [second] = syntax();
       Deno.kill(second, "SIGSTOP");
       const checked = await runCode(url, { language: "typescript", code: "let x: number = 1;" });
       assert(["success", "error"].includes(checked.metadata.status), checked.metadata.status);
-      await untilServing(url, "a syntax process that answers again");
+      await untilServing(service, "a syntax process that answers again");
     });
   },
 });
