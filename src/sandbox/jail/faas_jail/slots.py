@@ -158,18 +158,24 @@ class Cgroups:
     def remove(self):
         """Removes every slot dir and the bases (empty ones only: the kernel refuses others)."""
         for base in self.bases.values():
-            if not os.path.isdir(base):
-                continue
-            for entry in os.listdir(base):
-                if entry.startswith("s") and entry[1:].isdigit():
-                    try:
-                        os.rmdir(os.path.join(base, entry))
-                    except OSError:
-                        pass
+            remove_cgroup(base)
+
+
+def remove_cgroup(base):
+    """Removes a jail's cgroup dir `base` with its slot dirs `s<n>` (empty ones only: the kernel
+    refuses others)."""
+    if not os.path.isdir(base):
+        return
+    for entry in os.listdir(base):
+        if entry.startswith("s") and entry[1:].isdigit():
             try:
-                os.rmdir(base)
+                os.rmdir(os.path.join(base, entry))
             except OSError:
                 pass
+    try:
+        os.rmdir(base)
+    except OSError:
+        pass
 
 
 def _write(path, text, optional=False):

@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 
+from faas_jail.slots import remove_cgroup
+
 LOCK = ".lock"
 PREFIX = "faas-"
 
@@ -55,22 +57,8 @@ def sweep(workdir, cgroup_parents=()):
         if not name.startswith(PREFIX) or path == workdir or not is_stale(path):
             continue
         for cgroups in cgroup_parents:
-            _remove_cgroup(os.path.join(cgroups, name))
+            remove_cgroup(os.path.join(cgroups, name))
         shutil.rmtree(path, ignore_errors=True)
         removed.append(name)
     return removed
 
-
-def _remove_cgroup(path):
-    if not os.path.isdir(path):
-        return
-    for entry in os.listdir(path):
-        if entry.startswith("s") and entry[1:].isdigit():
-            try:
-                os.rmdir(os.path.join(path, entry))
-            except OSError:
-                pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
