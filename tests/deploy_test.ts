@@ -941,7 +941,9 @@ Deno.test({
     });
     await t.step("Deno starts a child under another uid and can kill it", async () => {
       const code = `
-        const p = new Deno.Command("sleep", { args: ["30"], uid: 61003, gid: 61003 }).spawn();
+        // From "/": the checkout may sit where only root may enter (a home directory).
+        const p = new Deno.Command("sleep", { args: ["30"], uid: 61003, gid: 61003, cwd: "/" })
+          .spawn();
         const status = await Deno.readTextFile("/proc/" + p.pid + "/status");
         Deno.kill(p.pid, "SIGKILL");
         console.log(/Uid:\\s+(\\d+)/.exec(status)[1], (await p.status).signal);`;
