@@ -12,6 +12,7 @@ import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { familyOf, parseExposition, selectors } from "./helpers/promql.ts";
 import { postJson, runCode, startRealService } from "./e2e_helpers.ts";
+import { findExecutable } from "./helpers/host.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DASHBOARD_PATH = "deploy/observability/grafana_dashboard.json";
@@ -117,20 +118,8 @@ async function ruleQueries(): Promise<Query[]> {
 }
 
 /** The promtool to use (`FAAS_PROMTOOL`, else the one on PATH), or why there is none. */
-async function findPromtool(): Promise<{ path: string } | { missing: string }> {
-  const path = Deno.env.get("FAAS_PROMTOOL") || "promtool";
-  try {
-    const { success } = await new Deno.Command(path, {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success ? { path } : { missing: `${path} --version failed` };
-  } catch {
-    return {
-      missing: `no promtool (Debian's prometheus package has it; or set FAAS_PROMTOOL)`,
-    };
-  }
+function findPromtool(): Promise<{ path: string } | { missing: string }> {
+  return findExecutable("FAAS_PROMTOOL", "promtool", "Debian's prometheus package has it");
 }
 
 async function promtool(args: string[], cwd: string): Promise<{ ok: boolean; output: string }> {

@@ -12,22 +12,14 @@
  * @module
  */
 
+import { findExecutable } from "./host.ts";
+
 /** Where Debian installs Chromium; `FAAS_CHROMIUM` names another executable. */
 const DEFAULT_CHROMIUM = "/usr/bin/chromium";
 
 /** The Chromium executable to use, or why there is none. */
-export async function findChromium(): Promise<{ path: string } | { missing: string }> {
-  const path = Deno.env.get("FAAS_CHROMIUM") || DEFAULT_CHROMIUM;
-  try {
-    const { success } = await new Deno.Command(path, {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success ? { path } : { missing: `${path} --version failed` };
-  } catch {
-    return { missing: `no Chromium at ${path} (apt-get install chromium, or set FAAS_CHROMIUM)` };
-  }
+export function findChromium(): Promise<{ path: string } | { missing: string }> {
+  return findExecutable("FAAS_CHROMIUM", DEFAULT_CHROMIUM, "apt-get install chromium");
 }
 
 /** A request the page made, as Chromium reported it. */

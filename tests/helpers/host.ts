@@ -53,3 +53,25 @@ export function watchStdout(
   url.catch(() => {}); // observed by whoever awaits it
   return { url, text };
 }
+
+/**
+ * The executable named by the environment variable `variable`, else `fallback`, if it answers
+ * `--version`; else why there is none (`hint` says how to get one).
+ */
+export async function findExecutable(
+  variable: string,
+  fallback: string,
+  hint: string,
+): Promise<{ path: string } | { missing: string }> {
+  const path = Deno.env.get(variable) || fallback;
+  try {
+    const { success } = await new Deno.Command(path, {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success ? { path } : { missing: `${path} --version failed` };
+  } catch {
+    return { missing: `no ${path} (${hint}, or set ${variable})` };
+  }
+}
