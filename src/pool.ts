@@ -4,8 +4,9 @@
  * tenant that used it (a sandbox whose process carries one tenant's runs) or for anyone (a
  * sandbox that gives every run a fresh process of its own). Kept tenant sandboxes are the most
  * recently used ones within a budget; they are recycled after N runs or an age, and whatever
- * dies is replaced. Boots go to waiting runs first; spares are booted only while the service is
- * idle. It knows nothing of languages or protocols.
+ * dies is replaced. A tenant's runs go to its most recently used sandbox, and a tenant that
+ * holds its share waits for its own rather than boot more. Boots go to waiting runs first;
+ * spares are booted only while the service is idle. It knows nothing of languages or protocols.
  *
  * @module
  */
@@ -46,12 +47,19 @@ export interface PoolOptions<S extends Sandbox> {
   /** Spares (sandboxes for no waiting run) boot only while this says the service is idle. */
   idle?: () => boolean;
   /**
-   * Sandboxes a tenant may hold before its further runs wait for one of them to come free
-   * rather than boot another, up to {@link PoolOptions.ownWaitMs}. Unset: no such wait.
+   * Sandboxes a tenant alone may hold before its further runs wait for one of them to come
+   * free rather than boot another, up to {@link PoolOptions.ownWaitMs}; among other tenants,
+   * this times its share of the recent runs (at least one). Unset: no such wait.
    */
   tenantShare?: number;
   /** Longest such wait, in ms, before a boot is started for the run after all. */
   ownWaitMs?: number;
+  /**
+   * Longest such wait while the service is not idle (see {@link PoolOptions.idle}), in ms;
+   * defaults to `ownWaitMs`. A boot then takes its CPU from the runs under way, and one more
+   * process of the tenant would only share the same busy cores.
+   */
+  busyOwnWaitMs?: number;
   /** Boots under way at once; defaults to 2. */
   bootConcurrency?: number;
   /** Called after every boot attempt with its duration and, when it failed, why. */
@@ -72,13 +80,17 @@ interface Entry<S> {
 
 interface Waiter<S> {
   tenant?: string;
-  /** Until then (ms since the epoch) the waiter takes only its tenant's own sandboxes. */
+  /** Until then (on the clock of `performance.now()`) the waiter takes only its tenant's own sandboxes. */
   ownUntil: number;
+  /** Until then it does so too while the service is busy. */
+  busyOwnUntil: number;
   resolve: (sandbox: S) => void;
   reject: (error: Error) => void;
 }
 
 const MAX_BOOT_BACKOFF_MS = 5_000;
+/** Runs over which a tenant's share of the demand is measured. */
+const RECENT_RUNS = 64;
 
 /** A pool of sandboxes; see the module doc for its rules. */
 export class SandboxPool<S extends Sandbox> {
@@ -91,8 +103,11 @@ export class SandboxPool<S extends Sandbox> {
   #closed = false;
   #sweeper: ReturnType<typeof setInterval>;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
-  #ownWait: { timer: ReturnType<typeof setTimeout>; at: number } | undefined;
+  #ownWaitTimer: { timer: ReturnType<typeof setTimeout>; at: number } | undefined;
   #inFlight = new Set<Promise<unknown>>();
+  /** Tenants of the last {@link RECENT_RUNS} runs, a ring. */
+  #recent: (string | undefined)[] = [];
+  #recentCount = 0;
 
   /** Creates the pool; call {@link SandboxPool.start} to prewarm it. */
   constructor(options: PoolOptions<S>) {
@@ -114,15 +129,16 @@ export class SandboxPool<S extends Sandbox> {
    */
   acquire(tenant?: string): Promise<S> {
     if (this.#closed) return Promise.reject(new SandboxStartError("the pool is shut down"));
-    const ownUntil = this.#ownUntil(tenant);
-    const entry = this.#findIdle(tenant, ownUntil <= Date.now());
+    this.#recent[this.#recentCount++ % RECENT_RUNS] = tenant;
+    const { ownUntil, busyOwnUntil } = this.#ownWait(tenant);
+    const entry = this.#findIdle(tenant, ownUntil === 0);
     if (entry) {
       this.#lease(entry, tenant);
       this.#pump();
       return Promise.resolve(entry.sandbox);
     }
     const { promise, resolve, reject } = Promise.withResolvers<S>();
-    this.#waiters.push({ tenant, ownUntil, resolve, reject });
+    this.#waiters.push({ tenant, ownUntil, busyOwnUntil, resolve, reject });
     this.#pump();
     return promise;
   }
@@ -135,11 +151,11 @@ export class SandboxPool<S extends Sandbox> {
     const entry = this.#entries.get(sandbox);
     if (!entry) return;
     entry.runs++;
-    entry.lastUsedAt = Date.now();
+    entry.lastUsedAt = performance.now();
     const shared = this.#options.reuse === "any";
     const keep = reusable && !this.#closed && (shared || entry.tenant !== undefined) &&
       entry.runs < this.#options.maxRuns &&
-      Date.now() - entry.bornAt < this.#options.maxAgeMs;
+      performance.now() - entry.bornAt < this.#options.maxAgeMs;
     if (keep) {
       entry.state = "idle";
       if (shared) entry.tenant = undefined;
@@ -187,7 +203,7 @@ export class SandboxPool<S extends Sandbox> {
   async shutdown(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
-    clearTimeout(this.#ownWait?.timer);
+    clearTimeout(this.#ownWaitTimer?.timer);
     for (const waiter of this.#waiters.splice(0)) {
       waiter.reject(new SandboxStartError("the pool is shut down"));
     }
@@ -201,20 +217,33 @@ export class SandboxPool<S extends Sandbox> {
   }
 
   /**
-   * When a run of `tenant` may take a sandbox other than the tenant's own: now, unless the
-   * tenant holds its share of them, or holds one while the idle sandboxes kept for tenants
+   * When a run of `tenant` may take a sandbox other than the tenant's own (`ownUntil`, or
+   * `busyOwnUntil` while the service is busy): now, unless the tenant holds its share of
+   * them (see {@link PoolOptions.tenantShare}), or holds one while the idle sandboxes kept for tenants
    * fill their budget (another boot would end some other tenant's kept sandbox, to be booted
    * again at that tenant's next run), all of them busy. Its runs then queue behind its own
    * runs a little: a run of short CPU-bound code (the usual kind) ends long before a boot
    * would, and more processes for one tenant only share the same cores. Runs that wait on
    * timers get their boot after the wait.
    */
-  #ownUntil(tenant: string | undefined): number {
+  #ownWait(tenant: string | undefined): { ownUntil: number; busyOwnUntil: number } {
     const { tenantShare, ownWaitMs = 0, maxIdleKept } = this.#options;
-    if (tenant === undefined || tenantShare === undefined) return 0;
+    const busyOwnWaitMs = this.#options.busyOwnWaitMs ?? ownWaitMs;
+    if (tenant === undefined || tenantShare === undefined) return { ownUntil: 0, busyOwnUntil: 0 };
     const held = this.heldBy(tenant);
+    const share = Math.max(1, Math.ceil(tenantShare * this.#recentShare(tenant)));
     const keptFull = maxIdleKept !== undefined && this.#keptIdle() >= maxIdleKept;
-    return held >= tenantShare || (held > 0 && keptFull) ? Date.now() + ownWaitMs : 0;
+    if (held < share && !(held > 0 && keptFull)) return { ownUntil: 0, busyOwnUntil: 0 };
+    const now = performance.now();
+    return { ownUntil: now + ownWaitMs, busyOwnUntil: now + busyOwnWaitMs };
+  }
+
+  /** The share of the recent runs that were `tenant`'s. */
+  #recentShare(tenant: string): number {
+    const seen = Math.min(this.#recentCount, RECENT_RUNS);
+    let own = 0;
+    for (let i = 0; i < seen; i++) if (this.#recent[i] === tenant) own++;
+    return own / seen;
   }
 
   /** Idle sandboxes kept for their tenants. */
@@ -224,18 +253,27 @@ export class SandboxPool<S extends Sandbox> {
     return kept;
   }
 
+  /**
+   * The tenant's most recently used idle sandbox (runs gather on the fewest, warmest
+   * processes; the others age out), else, when `othersToo`, a fresh or shared one.
+   */
   #findIdle(tenant: string | undefined, othersToo = true): Entry<S> | undefined {
+    let own: Entry<S> | undefined;
+    let warm: Entry<S> | undefined;
     let fresh: Entry<S> | undefined;
     const shared = this.#options.reuse === "any";
     for (const entry of this.#entries.values()) {
       if (entry.state !== "idle") continue;
-      if (tenant !== undefined && entry.tenant === tenant) return entry;
+      if (tenant !== undefined && entry.tenant === tenant) {
+        if (!own || entry.lastUsedAt > own.lastUsedAt) own = entry;
+        continue;
+      }
       if (!othersToo) continue;
       // A shared sandbox that served a run is as good as fresh, and warmer.
-      if (shared && entry.used) return entry;
-      if (!entry.used && !fresh) fresh = entry;
+      if (shared && entry.used) warm ??= entry;
+      else if (!entry.used) fresh ??= entry;
     }
-    return fresh;
+    return own ?? warm ?? fresh;
   }
 
   /** Ends the least recently used idle tenant sandboxes beyond the budget. */
@@ -257,7 +295,7 @@ export class SandboxPool<S extends Sandbox> {
   }
 
   #adopt(sandbox: S): void {
-    const now = Date.now();
+    const now = performance.now();
     const entry: Entry<S> = {
       sandbox,
       state: "idle",
@@ -282,16 +320,18 @@ export class SandboxPool<S extends Sandbox> {
   /** Serves waiters from idle sandboxes, then boots or evicts to meet demand. */
   #pump(): void {
     if (this.#closed) return;
-    const now = Date.now();
+    const now = performance.now();
     let ownWaitEnds = Infinity;
     let bootFor = 0;
+    const busy = this.#options.idle?.() === false;
     for (let i = 0; i < this.#waiters.length;) {
       const waiter = this.#waiters[i];
-      const othersToo = waiter.ownUntil <= now;
+      const until = busy ? Math.max(waiter.ownUntil, waiter.busyOwnUntil) : waiter.ownUntil;
+      const othersToo = until <= now;
       const entry = this.#findIdle(waiter.tenant, othersToo);
       if (!entry) {
         if (othersToo) bootFor++;
-        else ownWaitEnds = Math.min(ownWaitEnds, waiter.ownUntil);
+        else ownWaitEnds = Math.min(ownWaitEnds, until);
         i++;
         continue;
       }
@@ -310,7 +350,7 @@ export class SandboxPool<S extends Sandbox> {
     const concurrency = this.#options.bootConcurrency ?? 2;
     while (this.#booting < wanted && this.#booting < concurrency) {
       if (this.#entries.size + this.#booting >= this.#options.max && !this.#evictIdle()) break;
-      if (Date.now() < this.#nextBootAt) {
+      if (performance.now() < this.#nextBootAt) {
         this.#scheduleRetry();
         break;
       }
@@ -349,7 +389,7 @@ export class SandboxPool<S extends Sandbox> {
       (error: unknown) => {
         this.#booting--;
         this.#bootFailures++;
-        this.#nextBootAt = Date.now() +
+        this.#nextBootAt = performance.now() +
           Math.min(MAX_BOOT_BACKOFF_MS, 50 * 2 ** this.#bootFailures);
         const reason = error instanceof Error ? error.message : String(error);
         // A boot cut short by the shutdown is no failure of the sandbox.
@@ -363,15 +403,15 @@ export class SandboxPool<S extends Sandbox> {
     boot.finally(() => this.#inFlight.delete(boot));
   }
 
-  /** Pumps again at `at` (ms since the epoch), when a waiter's own-sandbox wait ends. */
+  /** Pumps again at `at` (on the clock of `performance.now()`), when a waiter's own-sandbox wait ends. */
   #pumpAt(at: number): void {
-    if (this.#ownWait && this.#ownWait.at <= at) return;
-    if (this.#ownWait) clearTimeout(this.#ownWait.timer);
+    if (this.#ownWaitTimer && this.#ownWaitTimer.at <= at) return;
+    if (this.#ownWaitTimer) clearTimeout(this.#ownWaitTimer.timer);
     const timer = setTimeout(() => {
-      this.#ownWait = undefined;
+      this.#ownWaitTimer = undefined;
       this.#pump();
-    }, Math.max(0, at - Date.now()));
-    this.#ownWait = { timer, at };
+    }, Math.max(0, at - performance.now()));
+    this.#ownWaitTimer = { timer, at };
   }
 
   #scheduleRetry(): void {
@@ -379,7 +419,7 @@ export class SandboxPool<S extends Sandbox> {
     const timer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#pump();
-    }, Math.max(0, this.#nextBootAt - Date.now()));
+    }, Math.max(0, this.#nextBootAt - performance.now()));
     // Someone waits for this boot: the process must stay alive for it.
     if (this.#waiters.length === 0) Deno.unrefTimer(timer);
     this.#retryTimer = timer;
@@ -387,7 +427,7 @@ export class SandboxPool<S extends Sandbox> {
 
   /** Recycles tenant-bound sandboxes idle past their TTL or age; refills spares if idle. */
   #sweep(): void {
-    const now = Date.now();
+    const now = performance.now();
     let changed = false;
     for (const entry of [...this.#entries.values()]) {
       if (entry.state !== "idle") continue;

@@ -161,6 +161,62 @@ Deno.test("pool: while kept sandboxes fill their budget, a tenant holding one wa
   await closeAll(h);
 });
 
+Deno.test("pool: a tenant's share is its share of the recent runs", async () => {
+  const h = harness({ tenantShare: 2, ownWaitMs: 60_000, size: 2, max: 8 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 2, "two warm sandboxes");
+  // Alone, tenant x may hold two at once.
+  const first = await h.pool.acquire("x");
+  const second = await h.pool.acquire("x");
+  nodeAssert.notEqual(second, first);
+  h.pool.release(first, true);
+  h.pool.release(second, true);
+  // Once tenant b sent most recent runs, a's share is one: its second run waits for its own.
+  h.pool.release(await h.pool.acquire("a"), true);
+  for (let i = 0; i < 64; i++) h.pool.release(await h.pool.acquire("b"), true);
+  await until(() => h.pool.stats().idleInstances >= 5, "a spare besides the kept sandboxes");
+  await assertWaitsForOwn(h, "c");
+  await closeAll(h);
+});
+
+Deno.test("pool: a tenant's own wait goes on while the service is busy", async () => {
+  let busy = true;
+  const h = harness({
+    tenantShare: 1,
+    ownWaitMs: 0,
+    busyOwnWaitMs: 60_000,
+    size: 1,
+    idle: () => !busy,
+  });
+  await h.pool.start();
+  // Busy: the wait outlasts ownWaitMs, and a's second run gets a's own sandbox.
+  await assertWaitsForOwn(h, "b");
+  // Idle again: the wait ends at the next pump (the sweep), in a sandbox of its own.
+  const first = await h.pool.acquire("a");
+  const second = h.pool.acquire("a");
+  busy = false;
+  nodeAssert.notEqual(await second, first);
+  h.pool.release(first, true);
+  h.pool.release(await second, true);
+  await closeAll(h);
+});
+
+Deno.test("pool: a tenant's runs go to its most recently used sandbox", async () => {
+  const h = harness({ size: 2, maxRuns: 10 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 2, "two warm sandboxes");
+  const older = await h.pool.acquire("a");
+  const newer = await h.pool.acquire("a");
+  h.pool.release(older, true);
+  h.pool.release(newer, true);
+  for (let i = 0; i < 3; i++) {
+    const next = await h.pool.acquire("a");
+    nodeAssert.equal(next, newer);
+    h.pool.release(next, true);
+  }
+  await closeAll(h);
+});
+
 Deno.test("pool: a tenant's wait for its own sandbox ends in a boot", async () => {
   const h = harness({ tenantShare: 1, ownWaitMs: 30, size: 0 });
   await h.pool.start();

@@ -77,6 +77,12 @@ const KEPT_RUNNER_MB = 128;
  */
 const OWN_WAIT_MS = 100;
 /**
+ * The same wait while the machine is busy, in ms: a boot would take its CPU (that of dozens of
+ * short runs) from the runs under way, for one more process sharing the same busy cores. It
+ * still ends, for a tenant whose runs wait on timers.
+ */
+const BUSY_OWN_WAIT_MS = 1_000;
+/**
  * Below this busy share of its CPUs the machine counts as idle: only then do spares boot, and
  * kept runners of tenants that are not bursting boot the worker for their next run.
  */
@@ -97,8 +103,9 @@ export interface JavaScriptRuntimeOptions {
   /** Runner boots under way at once (default: 2 per CPU core, at least 2). */
   bootConcurrency?: number;
   /**
-   * Runners a tenant holds before its further runs first wait (up to 100 ms) for one of them
-   * rather than boot another (default: 2 per CPU core).
+   * Runners a tenant alone holds before its further runs first wait for one of them rather
+   * than boot another (default: 2 per CPU core); among other tenants, this times its share of
+   * the recent runs, at least one.
    */
   tenantShare?: number;
   /**
@@ -247,6 +254,7 @@ class JavaScriptRuntime implements Runtime {
       bootConcurrency: this.#options.bootConcurrency ?? Math.max(2, 2 * cores),
       tenantShare: this.#options.tenantShare ?? 2 * cores,
       ownWaitMs: OWN_WAIT_MS,
+      busyOwnWaitMs: BUSY_OWN_WAIT_MS,
       idle: (): boolean => pool.active < cores && load.busyShare < IDLE_MACHINE_BUSY,
       onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("javascript", ms, ok, failure),
     });
