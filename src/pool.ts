@@ -55,11 +55,13 @@ export interface PoolOptions<S extends Sandbox> {
   /** Longest such wait, in ms, before a boot is started for the run after all. */
   ownWaitMs?: number;
   /**
-   * Longest such wait while the service is not idle (see {@link PoolOptions.idle}), in ms;
-   * defaults to `ownWaitMs`. A boot then takes its CPU from the runs under way, and one more
-   * process of the tenant would only share the same busy cores.
+   * Longest such wait while {@link PoolOptions.busy} says the machine is busy, in ms; defaults
+   * to `ownWaitMs`. A boot then takes its CPU from the runs under way, and one more process of
+   * the tenant would only share the same busy cores.
    */
   busyOwnWaitMs?: number;
+  /** Whether the machine's CPUs are busy now (see {@link PoolOptions.busyOwnWaitMs}). */
+  busy?: () => boolean;
   /** Boots under way at once; defaults to 2. */
   bootConcurrency?: number;
   /** Called after every boot attempt with its duration and, when it failed, why. */
@@ -82,7 +84,7 @@ interface Waiter<S> {
   tenant?: string;
   /** Until then (on the clock of `performance.now()`) the waiter takes only its tenant's own sandboxes. */
   ownUntil: number;
-  /** Until then it does so too while the service is busy. */
+  /** Until then it does so too while the machine is busy. */
   busyOwnUntil: number;
   resolve: (sandbox: S) => void;
   reject: (error: Error) => void;
@@ -218,7 +220,7 @@ export class SandboxPool<S extends Sandbox> {
 
   /**
    * When a run of `tenant` may take a sandbox other than the tenant's own (`ownUntil`, or
-   * `busyOwnUntil` while the service is busy): now, unless the tenant holds its share of
+   * `busyOwnUntil` while the machine is busy): now, unless the tenant holds its share of
    * them (see {@link PoolOptions.tenantShare}), or holds one while the idle sandboxes kept for tenants
    * fill their budget (another boot would end some other tenant's kept sandbox, to be booted
    * again at that tenant's next run), all of them busy. Its runs then queue behind its own
@@ -323,7 +325,7 @@ export class SandboxPool<S extends Sandbox> {
     const now = performance.now();
     let ownWaitEnds = Infinity;
     let bootFor = 0;
-    const busy = this.#options.idle?.() === false;
+    const busy = this.#options.busy?.() === true;
     for (let i = 0; i < this.#waiters.length;) {
       const waiter = this.#waiters[i];
       const until = busy ? Math.max(waiter.ownUntil, waiter.busyOwnUntil) : waiter.ownUntil;
@@ -438,7 +440,8 @@ export class SandboxPool<S extends Sandbox> {
         changed = true;
       }
     }
-    // Also the moment to boot spares the service was too busy to boot earlier.
-    if (changed || this.#options.idle) this.#pump();
+    // Also the moment to boot spares the service was too busy to boot earlier, and to end the
+    // own waits of a machine no longer busy.
+    if (changed || this.#options.idle || this.#options.busy) this.#pump();
   }
 }

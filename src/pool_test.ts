@@ -186,12 +186,12 @@ Deno.test("pool: a tenant's own wait goes on while the service is busy", async (
     ownWaitMs: 0,
     busyOwnWaitMs: 60_000,
     size: 1,
-    idle: () => !busy,
+    busy: () => busy,
   });
   await h.pool.start();
   // Busy: the wait outlasts ownWaitMs, and a's second run gets a's own sandbox.
   await assertWaitsForOwn(h, "b");
-  // Idle again: the wait ends at the next pump (the sweep), in a sandbox of its own.
+  // Idle again: the wait ends at the next pump, in a sandbox of its own.
   const first = await h.pool.acquire("a");
   const second = h.pool.acquire("a");
   busy = false;

@@ -197,13 +197,13 @@ Deno.test("attacks: two concurrent runs cannot talk over BroadcastChannel", opts
       runtime,
       open + "for (let i = 0; i < 30; i++) { channel?.postMessage('secret ' + i);\n" +
         "await new Promise((r) => setTimeout(r, 10)); }\nreturn typeof BC;",
-      { tenant: "bc" },
+      { tenant: "bc-sender" },
     ),
     run(
       runtime,
       open + "let got = 0; if (channel) channel.onmessage = () => got++;\n" +
         "await new Promise((r) => setTimeout(r, 400)); return [typeof BC, got];",
-      { tenant: "bc" },
+      { tenant: "bc-listener" },
     ),
   ]);
   assertEquals(sender.retVal, '"undefined"', sender.stderr);

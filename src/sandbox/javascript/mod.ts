@@ -256,6 +256,7 @@ class JavaScriptRuntime implements Runtime {
       ownWaitMs: OWN_WAIT_MS,
       busyOwnWaitMs: BUSY_OWN_WAIT_MS,
       idle: (): boolean => pool.active < cores && load.busyShare < IDLE_MACHINE_BUSY,
+      busy: (): boolean => load.busyShare >= IDLE_MACHINE_BUSY,
       onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("javascript", ms, ok, failure),
     });
     await Promise.all([pool.start(), syntaxStarted]);
