@@ -22,6 +22,7 @@ signal, and whether the kernel killed something in the slot for memory), `pong`.
 ends every sandbox and the jailer.
 """
 
+import gc
 import json
 import os
 import select
@@ -77,6 +78,10 @@ class Jailer:
             from faas_python import zygote as module  # the Python runtime's zygote
             module.prepare(zygote)
             self.zygote = module
+        # What start made is never scanned by the collector again: a pass would write to every
+        # page holding it, which after each fork the kernel copies (in the child) or faults
+        # back in (here).
+        gc.freeze()
         send({"ev": "ready", "layers": self.jail.layers, "uid_base": self.jail.uid_base,
               "python": sys.version.split()[0]})
 
@@ -133,7 +138,8 @@ class Jailer:
             return
         ooms = self.jail.oom_kills(slot)
         try:
-            pid = layers.clone(self.jail.clone_flags)
+            pid = layers.clone(self.jail.spawn_flags(request.get("writable", ())
+                                                     if request.get("trusted") is True else ()))
         except OSError as error:
             self.jail.give_back(slot)
             send({"ev": "spawn_failed", "id": request_id, "error": str(error)})
@@ -153,6 +159,7 @@ class Jailer:
             for number in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
                 signal.signal(number, signal.SIG_DFL)
             if request["op"] == "spawn":
+                gc.disable()  # until its exec: a collection would touch (copy) the jailer's pages
                 trusted = request.get("trusted") is True
                 self.jail.enter(slot, [tuple(pair) for pair in request.get("writable", ())]
                                 if trusted else ())

@@ -104,7 +104,8 @@ def tmpfs_options(size, inodes, uid, mode="0700"):
 class Root:
     """A minimal root file system: a tmpfs with read-only binds of what the sandbox needs
     (system libraries, an interpreter, its own files), a synthetic /etc that names no host
-    detail, a minimal /dev, a private /tmp and, in a new pid namespace, its own /proc."""
+    detail, a minimal /dev, a private /tmp (none with `tmp_options` None: the template's users
+    mount their own) and, in a new pid namespace, its own /proc."""
 
     def __init__(self, mount_point, binds, etc_files, tmp_options):
         # (host path, path in the root) pairs; directories and files, mounted read-only.
@@ -143,7 +144,8 @@ class Root:
                 file.write(content)
         self._dev(base)
         os.mkdir(base + "/tmp")
-        mount("tmpfs", base + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, self.tmp_options)
+        if self.tmp_options is not None:
+            mount("tmpfs", base + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, self.tmp_options)
         os.mkdir(base + "/proc")
         if with_proc:
             mount("proc", base + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -162,7 +164,8 @@ class Root:
             os.symlink("/proc/self/fd/%d" % fd, dev + "/" + name)
         os.symlink("/proc/self/fd", dev + "/fd")
         os.mkdir(dev + "/shm")
-        mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, self.tmp_options)
+        if self.tmp_options is not None:
+            mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, self.tmp_options)
 
     @staticmethod
     def _pivot(base):

@@ -1,0 +1,110 @@
+"""Unit tests of jail.py, as root: sandboxes made one after another from the template root see
+none of each other's files, and the jailer's own mount namespace stays as it was."""
+
+import fcntl
+import os
+import shutil
+import tempfile
+import unittest
+
+from faas_jail import layers
+from faas_jail.jail import Jail
+
+
+def spawn(jail, slot, program):
+    """Runs `program()` (returning a short string) in a sandbox process of `slot`, as its
+    uid: the path a spawned sandbox takes up to its exec."""
+    read_end, write_end = os.pipe()
+    pid = layers.clone(jail.spawn_flags())
+    if pid == 0:
+        try:
+            jail.enter(slot)
+            jail.confine(slot, {"NOFILE": 64})
+            os.write(write_end, str(program()).encode())
+        except BaseException as exc:  # noqa: BLE001 - the parent sees what went wrong
+            os.write(write_end, ("raised %r" % exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    result = os.read(read_end, 4000).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return result
+
+
+def leave_marks():
+    """Writes where a sandbox may write, tries where it may not; what it could write."""
+    done = []
+    for path in ("/tmp/mark", "/dev/shm/mark", "/mark", "/etc/mark", "/proc/mark"):
+        try:
+            with open(path, "w") as file:
+                file.write("secret")
+            done.append(path)
+        except OSError:
+            pass
+    return done
+
+
+def find_marks():
+    """What of an earlier sandbox's marks this one sees, and its mounts of /tmp."""
+    seen = [path for path in ("/tmp/mark", "/dev/shm/mark", "/mark", "/etc/mark")
+            if os.path.exists(path)]
+    with open("/proc/self/mountinfo") as mounts:
+        tmp = [line.split()[4] for line in mounts if line.split()[4] in ("/tmp", "/dev/shm")]
+    return "%s %s %s" % (seen, sorted(tmp), len([n for n in os.listdir("/proc") if n.isdigit()]) < 5)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "a jail's layers need root")
+class TemplateRoot(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="faas-jail-test-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        os.mkdir(self.dir + "/root")
+        self.jail = Jail({
+            "name": "faas-jail-test-%d" % os.getpid(), "mount_point": self.dir + "/root",
+            "max_slots": 2, "memory_bytes": 256 << 20, "max_pids": 32, "cpu_weight": 100,
+            "tmp_bytes": 1 << 20, "tmp_inodes": 64, "limits": {}, "binds": [],
+            "unix_sockets": True, "netns_ahead": 1,
+        })
+        self.host_mounts = self.mounts()
+        self.layers = self.jail.probe()
+        self.addCleanup(self.jail.close)
+        if not self.layers["rootfs"]:
+            self.skipTest("this host gives no root of its own")
+
+    @staticmethod
+    def mounts():
+        with open("/proc/self/mountinfo") as lines:
+            return sorted(line.split()[4] for line in lines)
+
+    def test_the_template_is_built_once_and_held_close_on_exec(self):
+        self.assertIsNotNone(self.jail.template)
+        self.assertTrue(fcntl.fcntl(self.jail.template, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+        self.assertEqual(self.jail.spawn_flags() & layers.CLONE_NEWNS, 0)
+        self.assertEqual(self.mounts(), self.host_mounts, "the host's mounts are untouched")
+
+    def test_a_later_sandbox_of_the_same_slot_sees_nothing_of_an_earlier_one(self):
+        slot = self.jail.take_slot()
+        self.assertEqual(spawn(self.jail, slot, leave_marks), "['/tmp/mark', '/dev/shm/mark']")
+        # Its own /tmp and /dev/shm, once each, and its own /proc.
+        self.assertEqual(spawn(self.jail, slot, find_marks), "[] ['/dev/shm', '/tmp'] True")
+        self.jail.give_back(slot)
+        other = self.jail.take_slot()
+        self.assertEqual(spawn(self.jail, other, find_marks), "[] ['/dev/shm', '/tmp'] True")
+
+    def test_a_sandbox_cannot_change_the_template(self):
+        slot = self.jail.take_slot()
+
+        def remount():
+            try:
+                layers.mount(None, "/", None, layers.MS_REMOUNT | layers.MS_BIND)
+                return "remounted"
+            except OSError:
+                return "refused"
+
+        self.assertEqual(spawn(self.jail, slot, remount), "refused")
+        self.assertEqual(spawn(self.jail, slot, leave_marks), "['/tmp/mark', '/dev/shm/mark']")
+
+
+if __name__ == "__main__":
+    unittest.main()
