@@ -11,6 +11,8 @@
  * @module
  */
 
+import { delay } from "../../async.ts";
+
 /** Every layer name the jail reports, for both languages. */
 export const JAIL_LAYERS = [
   "uid",
@@ -263,7 +265,7 @@ export class Jail {
 
   /** Runs jailers one after another until the jail closes. */
   async #keepAlive(): Promise<void> {
-    let delay: number = RESTART_DELAYS_MS[0];
+    let backoff: number = RESTART_DELAYS_MS[0];
     while (this.#jailer) {
       await this.#jailer.exited;
       const why = this.#jailer.lastWords();
@@ -275,15 +277,15 @@ export class Jail {
         pending.exit.resolve({ signal: 9, oom: false });
       }
       while (!this.#closing && !this.#jailer) {
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await delay(backoff);
         if (this.#closing) break;
         try {
           const socketPath = `${this.#dirs.runDir}/${SOCKET_NAME}`;
           this.#adopt(await Jailer.start(this.#dirs, this.#options, socketPath));
-          delay = RESTART_DELAYS_MS[0];
+          backoff = RESTART_DELAYS_MS[0];
         } catch {
           this.#failedStarts++;
-          delay = Math.min(delay * 2, RESTART_DELAYS_MS[1]);
+          backoff = Math.min(backoff * 2, RESTART_DELAYS_MS[1]);
         }
       }
     }
@@ -515,9 +517,12 @@ class Jailer {
   }
 
   async #eventLoop(events: AsyncIterator<Record<string, unknown>>): Promise<void> {
+    // Its end is its exit, not the end of its output: a process it left behind could hold
+    // its stdout open forever. What it wrote just before it died gets a moment to arrive.
+    const gone = this.#child.status.then(() => delay(100)).then(() => ({ done: true }) as const);
     try {
       for (;;) {
-        const next = await events.next();
+        const next = await Promise.race([events.next(), gone]);
         if (next.done) break;
         this.onEvent(next.value);
       }
@@ -526,7 +531,7 @@ class Jailer {
     }
     this.#open = false;
     await this.#child.status;
-    await Promise.race([this.#stderr.done, new Promise((resolve) => setTimeout(resolve, 100))]);
+    await Promise.race([this.#stderr.done, delay(100)]);
   }
 }
 

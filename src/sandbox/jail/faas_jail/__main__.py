@@ -137,6 +137,7 @@ class Jailer:
             send({"ev": "spawn_failed", "id": request_id, "error": "every sandbox slot is taken"})
             return
         ooms = self.jail.oom_kills(slot)
+        parent = os.getpid()
         try:
             pid = layers.clone(self.jail.spawn_flags(request.get("writable", ())
                                                      if request.get("trusted") is True else ()))
@@ -145,16 +146,19 @@ class Jailer:
             send({"ev": "spawn_failed", "id": request_id, "error": str(error)})
             return
         if pid == 0:
-            self._child(request, slot)  # never returns
+            self._child(request, slot, parent)  # never returns
         sandbox = Sandbox(request_id, pid, slot, ooms)
         self.sandboxes[sandbox.pidfd] = sandbox
         self.by_id[request_id] = sandbox
         self.poll.register(sandbox.pidfd, select.POLLIN)
         send({"ev": "spawned", "id": request_id, "pid": pid, "slot": slot.number})
 
-    def _child(self, request, slot):
+    def _child(self, request, slot, parent):
         code = 70
         try:
+            # A jailer killed now must not leave this child behind (see helper_child); once
+            # its uid is dropped, it asks again.
+            layers.die_with_parent(parent)
             # What the jailer ignores, a sandbox gets back (its own session keeps it apart).
             for number in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
                 signal.signal(number, signal.SIG_DFL)

@@ -281,14 +281,19 @@ def _make_template(jail):
     its exec)."""
     ready_r, ready_w = os.pipe()
     hold_r, hold_w = os.pipe()
+    parent = os.getpid()
     pid = layers.clone(layers.CLONE_NEWNS)
     if pid == 0:
         code = 1
         try:
+            layers.helper_child(parent)
             os.close(ready_r)
             os.close(hold_w)
             jail.root.tmp_options = None
-            jail.root.enter(with_proc=False)
+            # Its /proc (of the jailer's pid namespace) is never seen: every copy mounts its own
+            # over it. It is there because in a user namespace the kernel mounts a new proc
+            # only where one is already fully visible.
+            jail.root.enter(with_proc=jail.layers["pidns"])
             os.write(ready_w, b"1")
             os.read(hold_r, 1)  # until the jailer holds the namespace
             code = 0
@@ -308,6 +313,7 @@ def _make_template(jail):
 
 def _in_child(flags, check):
     """Runs `check` in a child cloned with `flags`; True when it returned truthy."""
+    parent = os.getpid()
     try:
         pid = layers.clone(flags)
     except OSError:
@@ -315,6 +321,7 @@ def _in_child(flags, check):
     if pid == 0:
         code = 1
         try:
+            layers.helper_child(parent)
             code = 0 if check() else 1
         except BaseException:
             code = 1

@@ -238,11 +238,25 @@ def drop_identity(uid):
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent():
+def die_with_parent(parent=None):
     """Has the kernel SIGKILL this process when its parent dies, so nothing outlives the
-    process that started it. The kernel forgets this when the uid changes: call it after
-    drop_identity. It survives exec."""
+    process that started it; with `parent` (its pid), ends at once if it died already (which
+    a child in a new pid namespace cannot tell: its parent's pid reads 0 there). The kernel
+    forgets this when the uid changes: call it again after drop_identity. It survives exec."""
     _check(LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if parent is not None and os.getppid() not in (parent, 0):
+        os._exit(1)
+
+
+def helper_child(parent):
+    """In a short-lived helper the jailer forks (a probe, a namespace maker): it dies with the
+    jailer and lets go of the jailer's pipes to the host at once. An orphan holding them would
+    keep the host from ever seeing the dead jailer's output end."""
+    die_with_parent(parent)
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def quiet_stdio(keep_stderr):

@@ -12,7 +12,7 @@ joined with setns when a slot is first used.
 import fcntl
 import os
 
-from faas_jail.layers import CLONE_NEWNET, unshare
+from faas_jail.layers import CLONE_NEWNET, helper_child, unshare
 
 # On a host, sandbox uids start far above any real user's; in a user namespace with a small
 # uid map (a container's 65536 uids), they stay inside it, below `nobody` (65534).
@@ -225,10 +225,12 @@ class NetnsPool:
     def make(self):
         """Makes one namespace and keeps it."""
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                helper_child(parent)
                 os.close(read_fd)
                 unshare(CLONE_NEWNET)
                 os.write(write_fd, b"1")

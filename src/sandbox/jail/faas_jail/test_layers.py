@@ -3,6 +3,8 @@ freshly cloned child enters."""
 
 import os
 import resource
+import select
+import signal
 import unittest
 
 from faas_jail import layers
@@ -79,6 +81,43 @@ class Prepared(unittest.TestCase):
             os.waitpid(pid, 0)
             for fd in (*fds, read_end):
                 os.close(fd)
+
+
+class HelperChild(unittest.TestCase):
+    def test_a_helper_dies_with_its_parent_and_holds_none_of_its_pipes(self):
+        """A parent (the jailer) forks a helper, then is killed: the helper goes too, and the
+        parent's stdout pipe reads its end (no orphan keeps it open)."""
+        out_r, out_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        parent = os.fork()
+        if parent == 0:
+            try:
+                os.dup2(out_w, 1)
+                me = os.getpid()
+                helper = os.fork()
+                if helper == 0:
+                    layers.helper_child(me)
+                    while True:
+                        select.select([], [], [])
+                os.write(pid_w, str(helper).encode())
+                while True:
+                    select.select([], [], [])
+            finally:
+                os._exit(0)
+        os.close(out_w)
+        os.close(pid_w)
+        helper = int(os.read(pid_r, 32))
+        os.close(pid_r)
+        pidfd = os.pidfd_open(helper)
+        try:
+            os.kill(parent, signal.SIGKILL)
+            os.waitpid(parent, 0)
+            gone, _, _ = select.select([pidfd], [], [], 10)
+            self.assertEqual(gone, [pidfd], "the helper outlived its parent")
+        finally:
+            os.close(pidfd)
+        self.assertEqual(os.read(out_r, 10), b"", "the parent's stdout reached its end")
+        os.close(out_r)
 
 
 @unittest.skipUnless(ROOT, "new namespaces need root")
