@@ -12,6 +12,7 @@ import { createPythonRuntime } from "../src/sandbox/python/mod.ts";
 import type { Runtime } from "../src/runtime.ts";
 import { run, runnerPids, testSettings } from "./javascript_helpers.ts";
 import { JAIL_LAYERS } from "../src/sandbox/jail/mod.ts";
+import { OWN_DENO_DIR } from "../src/sandbox/javascript/code_cache.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const PYTHON = Deno.env.get("FAAS_PYTHON") ?? "python3";
@@ -105,6 +106,20 @@ function assertJailed(pid: number, what: string): void {
   }
 }
 
+/**
+ * A runner's Deno cache: its own copy of the databases (only it may write them, and they go
+ * with it), the compiled modules shared and read-only.
+ */
+function assertOwnCache(pid: number, what: string): void {
+  const environ = environment(pid);
+  assert(environ.includes(`DENO_DIR=${OWN_DENO_DIR}`), `${what}: ${environ}`);
+  const [uid] = status(pid).Uid.split(/\s+/).map(Number);
+  const own = Deno.statSync(`/proc/${pid}/root${OWN_DENO_DIR}/v8_code_cache_v2`);
+  assertEquals(own.uid, uid, `${what}: its code cache is its own`);
+  assertEquals(mountOf(pid, "/tmp")?.type, "tmpfs", `${what}: in its private /tmp`);
+  assertStringIncludes(mountOf(pid, "/sandbox/files")!.options, "ro", `${what}: shared, read-only`);
+}
+
 Deno.test({
   name: "jail: a live JS runner is in every layer",
   ignore: !root,
@@ -128,6 +143,7 @@ Deno.test({
           continue; // a spare recycled meanwhile
         }
         assertJailed(pid, `runner ${pid}`);
+        assertOwnCache(pid, `runner ${pid}`);
         checked++;
       }
       assert(checked > 0, "a live runner was checked");

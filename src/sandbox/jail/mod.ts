@@ -122,6 +122,12 @@ export type SpawnRequest =
      * (host path, path in its root) pairs. Never for user code.
      */
     trusted?: { writable: [string, string][] };
+    /**
+     * A dir of its own, made in its private /tmp before it starts: `[source, target]`, paths
+     * in its root. Each file of `source` is copied there, its own to write; each subdir is
+     * linked there, shared and read-only. Where the jail gives no private /tmp, nothing is made.
+     */
+    ownDir?: [string, string];
   }
   | { kind: "zygote" };
 
@@ -245,6 +251,7 @@ export class Jail {
         argv: request.argv(token),
         env: request.env,
         ...(request.trusted ? { trusted: true, writable: request.trusted.writable } : {}),
+        ...(request.ownDir ? { own_dir: request.ownDir } : {}),
       }
       : { op: "zygote", id, token };
     // While a jailer is being replaced, the request waits for the new one (within its timeout).

@@ -44,6 +44,7 @@ import {
   SERVICE_ENTRY,
 } from "./runner_command.ts";
 import { JsRunner, type RunnerSupervision } from "./runner_process.ts";
+import { OWN_DENO_DIR, settleCache } from "./code_cache.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
 import { type PreparedSource, SyntaxService, type SyntaxServiceOptions } from "./syntax_service.ts";
 
@@ -208,7 +209,12 @@ class JavaScriptRuntime implements Runtime {
       memoryLimitMb: settings.memoryLimitMb,
       builtins: vm.runInContext("Object.getOwnPropertyNames(globalThis)", vm.createContext({})),
     };
+    const cache = `${paths.files}/cache`;
+    // Each runner starts from its own copy of the cache (see code_cache.ts); without a /tmp of
+    // its own it reads the compiled modules only, and compiles them anew.
+    const ownCache = !Deno.build.standalone && (jail.layers.rootfs || jail.layers.mountns);
     const spawn = async (trusted?: { writable: [string, string][] }) => {
+      const own = ownCache && !trusted;
       const command = (token: string) =>
         runnerCommandLine({
           launch,
@@ -216,7 +222,7 @@ class JavaScriptRuntime implements Runtime {
           socketPath: paths.socket,
           token,
           memoryLimitMb: settings.memoryLimitMb,
-          denoDir: `${paths.files}/cache`,
+          denoDir: own ? OWN_DENO_DIR : cache,
           executable: paths.executable,
           entry: paths.entry,
         });
@@ -225,6 +231,7 @@ class JavaScriptRuntime implements Runtime {
         argv: (token) => command(token).argv,
         env: command("").env,
         trusted,
+        ownDir: own ? [cache, OWN_DENO_DIR] : undefined,
       });
       const runner = new JsRunner(process, supervision);
       try {
@@ -235,11 +242,12 @@ class JavaScriptRuntime implements Runtime {
       }
       return runner;
     };
-    // One trusted runner first: it writes the transpiled modules and V8's code cache where
-    // every runner reads them (runners of other uids cannot write it: without it every boot
-    // would compile all of it anew, 10-20 % of a boot's CPU).
+    // One trusted runner first: it writes the transpiled modules and V8's code cache that
+    // every runner starts from (without it every boot compiles all of it anew, 10-20 % of a
+    // boot's CPU).
     if (!Deno.build.standalone) {
-      await warmUp(await spawn({ writable: [[`${workdir.files}/cache`, `${paths.files}/cache`]] }));
+      await warmUp(await spawn({ writable: [[`${workdir.files}/cache`, cache]] }));
+      await settleCache(`${workdir.files}/cache`);
     }
     const cores = navigator.hardwareConcurrency ?? 1;
     const load = this.#load = new MachineLoad();

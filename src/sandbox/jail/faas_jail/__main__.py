@@ -12,7 +12,8 @@ enters its jail. Requests:
 - `{"op": "spawn", "id", "token", "argv", "env"}` starts a program in a slot's jail (a
   JavaScript runner, which connects to the host's socket itself and says its token); with
   `"trusted": true` (the host's own warm-up) it keeps the jailer's uid and may write the
-  `"writable"` pairs of (host path, path in its root);
+  `"writable"` pairs of (host path, path in its root); `"own_dir": [source, target]` gives it
+  a dir of its own in its private /tmp (see layers.own_dir);
 - `{"op": "zygote", "id", "token"}` forks a zygote into a slot's jail (Python: it stays
   warm with what this process preloaded and forks each run);
 - `{"op": "kill", "id"}` ends one; `{"op": "ping", "id"}` answers `pong`.
@@ -167,6 +168,9 @@ class Jailer:
                 trusted = request.get("trusted") is True
                 self.jail.enter(slot, [tuple(pair) for pair in request.get("writable", ())]
                                 if trusted else ())
+                if request.get("own_dir") and self.jail.private_tmp():
+                    source, target = request["own_dir"]
+                    layers.own_dir(source, target, slot.uid)
                 self._exec(request, slot, trusted)
             else:
                 layers.quiet_stdio(keep_stderr=self.config.get("debug"))

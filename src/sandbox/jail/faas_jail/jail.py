@@ -190,6 +190,10 @@ class Jail:
         if not self.layers["pidns"]:
             os.setsid()  # without a pid namespace, the process group is the kill boundary
 
+    def private_tmp(self):
+        """Whether a sandbox gets a /tmp of its own."""
+        return self.layers["rootfs"] or self.layers["mountns"]
+
     def confine(self, slot, limits, keep_uid=False):
         """The last layers, applied by the sandbox process itself: rlimits, its uid (unless
         `keep_uid`: the host's own trusted programs) and the seccomp filter (with

@@ -11,14 +11,16 @@ from faas_jail import layers
 from faas_jail.jail import Jail
 
 
-def spawn(jail, slot, program):
+def spawn(jail, slot, program, own_dir=None):
     """Runs `program()` (returning a short string) in a sandbox process of `slot`, as its
-    uid: the path a spawned sandbox takes up to its exec."""
+    uid: the path a spawned sandbox takes up to its exec, with the `own_dir` it asks for."""
     read_end, write_end = os.pipe()
     pid = layers.clone(jail.spawn_flags())
     if pid == 0:
         try:
             jail.enter(slot)
+            if own_dir is not None:
+                layers.own_dir(*own_dir, slot.uid)
             jail.confine(slot, {"NOFILE": 64})
             os.write(write_end, str(program()).encode())
         except BaseException as exc:  # noqa: BLE001 - the parent sees what went wrong
@@ -60,10 +62,16 @@ class TemplateRoot(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="faas-jail-test-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         os.mkdir(self.dir + "/root")
+        os.makedirs(self.dir + "/cache/gen")
+        for path in ("/cache/db", "/cache/gen/module"):
+            with open(self.dir + path, "w") as file:
+                file.write("original")
+        os.chmod(self.dir, 0o755)
         self.jail = Jail({
             "name": "faas-jail-test-%d" % os.getpid(), "mount_point": self.dir + "/root",
             "max_slots": 2, "memory_bytes": 256 << 20, "max_pids": 32, "cpu_weight": 100,
-            "tmp_bytes": 1 << 20, "tmp_inodes": 64, "limits": {}, "binds": [],
+            "tmp_bytes": 1 << 20, "tmp_inodes": 64, "limits": {},
+            "binds": [[self.dir + "/cache", "/sandbox/cache"]],
             "unix_sockets": True, "netns_ahead": 1,
         })
         self.host_mounts = self.mounts()
@@ -91,6 +99,36 @@ class TemplateRoot(unittest.TestCase):
         self.jail.give_back(slot)
         other = self.jail.take_slot()
         self.assertEqual(spawn(self.jail, other, find_marks), "[] ['/dev/shm', '/tmp'] True")
+
+    def test_an_own_dir_is_a_sandbox_s_own_to_write_and_gone_with_it(self):
+        """Each sandbox writes its own copy of a shared cache's files; the next one starts from
+        the original, and no one writes the shared subdirs."""
+        slot = self.jail.take_slot()
+
+        def spawn_with_own_dir(program):
+            return spawn(self.jail, slot, program, ("/sandbox/cache", "/tmp/own"))
+
+        def tamper():
+            with open("/tmp/own/db", "r+") as file:
+                first = file.read()
+                file.seek(0)
+                file.write("poisoned")
+            try:
+                with open("/tmp/own/gen/module", "w") as file:
+                    file.write("poisoned")
+                shared = "written"
+            except OSError:
+                shared = "refused"
+            return "%s %s %s" % (first, shared, os.stat("/tmp/own").st_uid == os.getuid())
+
+        def look():
+            with open("/tmp/own/db") as db, open("/tmp/own/gen/module") as module:
+                return "%s %s" % (db.read(), module.read())
+
+        self.assertEqual(spawn_with_own_dir(tamper), "original refused True")
+        self.assertEqual(spawn_with_own_dir(look), "original original")
+        with open(self.dir + "/cache/db") as db:
+            self.assertEqual(db.read(), "original")
 
     def test_a_sandbox_cannot_change_the_template(self):
         slot = self.jail.take_slot()
