@@ -7,31 +7,21 @@ import shutil
 import tempfile
 import unittest
 
-from faas_jail import layers
+from faas_jail import layers, test_layers
 from faas_jail.jail import Jail
 
 
 def spawn(jail, slot, program, own_dir=None):
     """Runs `program()` (returning a short string) in a sandbox process of `slot`, as its
     uid: the path a spawned sandbox takes up to its exec, with the `own_dir` it asks for."""
-    read_end, write_end = os.pipe()
-    pid = layers.clone(jail.spawn_flags())
-    if pid == 0:
-        try:
-            jail.enter(slot)
-            if own_dir is not None:
-                layers.own_dir(*own_dir, slot.uid)
-            jail.confine(slot, {"NOFILE": 64})
-            os.write(write_end, str(program()).encode())
-        except BaseException as exc:  # noqa: BLE001 - the parent sees what went wrong
-            os.write(write_end, ("raised %r" % exc).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    result = os.read(read_end, 4000).decode()
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    return result
+    def sandbox():
+        jail.enter(slot)
+        if own_dir is not None:
+            layers.own_dir(*own_dir, slot.uid)
+        jail.confine(slot, {"NOFILE": 64})
+        return program()
+
+    return test_layers.in_child(jail.spawn_flags(), sandbox)
 
 
 def leave_marks():
