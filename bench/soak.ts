@@ -45,6 +45,8 @@ interface Sample {
   processes: number;
   /** Zombie children of the service or of any process under it. */
   zombies: number;
+  /** Sandboxes alive (`/health`), in the samples taken once idle. */
+  sandboxes?: number;
 }
 
 /** The verdict of a soak. */
@@ -71,7 +73,10 @@ const WARMUP_SHARE = 0.2;
 /** RSS may end above its warm level by this share plus {@link RSS_SLACK_MIB}. */
 const RSS_GROWTH = 0.25;
 const RSS_SLACK_MIB = 48;
-/** File descriptors may end above their warm level by this many (HTTP keep-alive, timers). */
+/**
+ * File descriptors may end above their warm level by this many (HTTP keep-alive, timers), and by
+ * one per sandbox more alive (its connection to the service): more tenants keep runners.
+ */
 const FD_SLACK = 8;
 
 /** The `index`-th request of the mix: mostly plain runs, with errors, exits, timeouts, floods. */
@@ -317,8 +322,12 @@ export async function soak(
       } MiB (bound ${rssBound.toFixed(0)})`,
     );
   }
-  if (end.fds > warm.fds + FD_SLACK) {
-    problems.push(`open descriptors grew from ${warm.fds} to ${end.fds}`);
+  const moreSandboxes = Math.max(0, (end.sandboxes ?? 0) - (warm.sandboxes ?? 0));
+  if (end.fds > warm.fds + FD_SLACK + moreSandboxes) {
+    problems.push(
+      `open descriptors grew from ${warm.fds} to ${end.fds} ` +
+        `(sandboxes alive: ${warm.sandboxes} then ${end.sandboxes})`,
+    );
   }
   if (end.zombies > 0) problems.push(`${end.zombies} zombie processes once idle`);
   return { runs, concurrency, elapsedMs, counts, failures, warm, peak, end, problems };
@@ -330,15 +339,17 @@ export async function soak(
  */
 async function idleSample(server: RunningServer, done: number): Promise<Sample> {
   const deadline = performance.now() + 30_000;
+  let sandboxes: number | undefined;
   while (performance.now() < deadline) {
     const health = await fetch(server.url + "/health").then((r) => r.json()).catch(() => null);
     const pools = Object.values(health?.pool?.languages ?? {}) as PoolCounts[];
+    sandboxes = health?.pool?.totalInstances;
     const idle = health?.scheduler?.runningTasks === 0 &&
       pools.every((pool) => pool.totalInstances === pool.idleInstances);
     if (idle) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  return sample(server.pid, done);
+  return { ...sample(server.pid, done), sandboxes };
 }
 
 /** Instance counts of one language in `/health`. */
@@ -354,7 +365,9 @@ function flag(name: string): string | undefined {
 
 function renderReport(report: SoakReport): string {
   const row = (name: string, s: Sample) =>
-    `| ${name} | ${s.done} | ${s.rssMib.toFixed(0)} | ${s.fds} | ${s.processes} | ${s.zombies} |`;
+    `| ${name} | ${s.done} | ${s.rssMib.toFixed(0)} | ${s.fds} | ${s.processes} | ${s.zombies} | ${
+      s.sandboxes ?? "–"
+    } |`;
   const counts = Object.entries(report.counts).sort().map(([key, n]) => `${key}: ${n}`);
   return [
     `soak: ${report.runs} runs at concurrency ${report.concurrency} in ${
@@ -362,8 +375,8 @@ function renderReport(report: SoakReport): string {
     } s (${(report.runs / report.elapsedMs * 1000).toFixed(1)} runs/s)`,
     `answers: ${counts.join(", ")}`,
     "",
-    "| when | runs answered | RSS MiB | fds | processes | zombies |",
-    "|---|---|---|---|---|---|",
+    "| when | runs answered | RSS MiB | fds | processes | zombies | sandboxes |",
+    "|---|---|---|---|---|---|---|",
     row("after warm-up", report.warm),
     row("most seen", report.peak),
     row("end, idle", report.end),
