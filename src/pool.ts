@@ -220,22 +220,18 @@ export class SandboxPool<S extends Sandbox> {
 
   /**
    * When a run of `tenant` may take a sandbox other than the tenant's own (`ownUntil`, or
-   * `busyOwnUntil` while the machine is busy): now, unless the tenant holds its share of
-   * them (see {@link PoolOptions.tenantShare}), or holds one while the idle sandboxes kept for tenants
-   * fill their budget (another boot would end some other tenant's kept sandbox, to be booted
-   * again at that tenant's next run), all of them busy. Its runs then queue behind its own
-   * runs a little: a run of short CPU-bound code (the usual kind) ends long before a boot
-   * would, and more processes for one tenant only share the same cores. Runs that wait on
-   * timers get their boot after the wait.
+   * `busyOwnUntil` while the machine is busy): now, unless the tenant holds its share of them
+   * (see {@link PoolOptions.tenantShare}), all busy. Its runs then queue behind its own runs a
+   * little: a run of short CPU-bound code (the usual kind) ends long before a boot would, and
+   * more processes for one tenant only share the same cores. Runs that wait on timers get
+   * their boot after the wait.
    */
   #ownWait(tenant: string | undefined): { ownUntil: number; busyOwnUntil: number } {
-    const { tenantShare, ownWaitMs = 0, maxIdleKept } = this.#options;
+    const { tenantShare, ownWaitMs = 0 } = this.#options;
     const busyOwnWaitMs = this.#options.busyOwnWaitMs ?? ownWaitMs;
     if (tenant === undefined || tenantShare === undefined) return { ownUntil: 0, busyOwnUntil: 0 };
-    const held = this.heldBy(tenant);
     const share = Math.max(1, Math.ceil(tenantShare * this.#recentShare(tenant)));
-    const keptFull = maxIdleKept !== undefined && this.#keptIdle() >= maxIdleKept;
-    if (held < share && !(held > 0 && keptFull)) return { ownUntil: 0, busyOwnUntil: 0 };
+    if (this.heldBy(tenant) < share) return { ownUntil: 0, busyOwnUntil: 0 };
     const now = performance.now();
     return { ownUntil: now + ownWaitMs, busyOwnUntil: now + busyOwnWaitMs };
   }
@@ -246,13 +242,6 @@ export class SandboxPool<S extends Sandbox> {
     let own = 0;
     for (let i = 0; i < seen; i++) if (this.#recent[i] === tenant) own++;
     return own / seen;
-  }
-
-  /** Idle sandboxes kept for their tenants. */
-  #keptIdle(): number {
-    let kept = 0;
-    for (const entry of this.#entries.values()) if (entry.state === "idle" && entry.used) kept++;
-    return kept;
   }
 
   /**

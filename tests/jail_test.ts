@@ -184,6 +184,7 @@ Deno.test({
           "print('up', flush=True)\ntime.sleep(2)\n1",
         timeoutMs: 10_000,
       });
+      running.catch(() => {}); // awaited below; a failed check must not leave it unhandled
       // The run is a grandchild of the jailer (jailer → zygote → run); find it by its uid and
       // its parent, a zygote that is itself a jailed process.
       let found: number | undefined;
@@ -211,6 +212,13 @@ Deno.test({
       }
       assert(found !== undefined, "found the run's process");
       assertJailed(found, "python run");
+      // Its zygote (which never execs) holds no namespace of the jailer's: neither the template
+      // root nor another slot's network.
+      const zygote = Number(status(found).PPid);
+      const namespaces = [...Deno.readDirSync(`/proc/${zygote}/fd`)]
+        .map((entry) => Deno.readLinkSync(`/proc/${zygote}/fd/${entry.name}`))
+        .filter((target) => /^(mnt|net|pid|ipc|uts):/.test(target));
+      assertEquals(namespaces, [], "the zygote's namespace descriptors");
       const outcome = await running;
       assertEquals(outcome.status, "success", outcome.stderr);
     } finally {

@@ -80,9 +80,10 @@ const OWN_WAIT_MS = 100;
 /**
  * The same wait while the machine is busy, in ms: a boot would take its CPU (that of dozens of
  * short runs) from the runs under way, for one more process sharing the same busy cores. It
- * still ends, for a tenant whose runs wait on timers.
+ * still ends, for a tenant whose runs wait on timers, and bounds what a flood of other tenants
+ * (which shrinks a tenant's share of the recent runs) can add to a tenant's runs.
  */
-const BUSY_OWN_WAIT_MS = 1_000;
+const BUSY_OWN_WAIT_MS = 500;
 /**
  * Below this busy share of its CPUs the machine counts as idle: only then do spares boot, and
  * kept runners of tenants that are not bursting boot the worker for their next run.

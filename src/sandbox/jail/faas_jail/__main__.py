@@ -177,6 +177,7 @@ class Jailer:
                 sock = connect(self.config["socket"], request["token"])
                 oom_kills = self.jail.oom_counter(slot)
                 self.jail.enter(slot)
+                self.jail.let_go()
                 layers.die_with_parent()
                 self.zygote.serve(sock, self.jail, slot, oom_kills)
                 code = 0

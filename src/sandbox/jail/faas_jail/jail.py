@@ -190,6 +190,17 @@ class Jail:
         if not self.layers["pidns"]:
             os.setsid()  # without a pid namespace, the process group is the kill boundary
 
+    def let_go(self):
+        """In a sandbox process that stays Python (a zygote: it never execs, and its exec would
+        close them): closes the descriptors of the template root and of every slot's network
+        namespace, which only the jailer needs."""
+        fds = [slot.netns_fd for slot in self.slots.values() if slot.netns_fd is not None]
+        fds += self.netns.descriptors() if self.netns is not None else []
+        fds += [self.template] if self.template is not None else []
+        for fd in fds:
+            os.close(fd)
+        self.template = None
+
     def private_tmp(self):
         """Whether a sandbox gets a /tmp of its own."""
         return self.layers["rootfs"] or self.layers["mountns"]

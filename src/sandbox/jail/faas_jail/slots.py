@@ -261,6 +261,10 @@ class NetnsPool:
         """How many are made ahead."""
         return len(self._ready)
 
+    def descriptors(self):
+        """The descriptors of the namespaces made ahead."""
+        return list(self._ready)
+
 
 def signal_wait():
     """Waits to be killed."""
