@@ -82,10 +82,11 @@ interface Entry<S> {
 
 interface Waiter<S> {
   tenant?: string;
-  /** Until then (on the clock of `performance.now()`) the waiter takes only its tenant's own sandboxes. */
-  ownUntil: number;
-  /** Until then it does so too while the machine is busy. */
-  busyOwnUntil: number;
+  /**
+   * Since when (on the clock of `performance.now()`) the waiter takes only its tenant's own
+   * sandboxes, for `ownWaitMs` (`busyOwnWaitMs` while the machine is busy); unset: any.
+   */
+  ownSince?: number;
   resolve: (sandbox: S) => void;
   reject: (error: Error) => void;
 }
@@ -132,15 +133,15 @@ export class SandboxPool<S extends Sandbox> {
   acquire(tenant?: string): Promise<S> {
     if (this.#closed) return Promise.reject(new SandboxStartError("the pool is shut down"));
     this.#recent[this.#recentCount++ % RECENT_RUNS] = tenant;
-    const { ownUntil, busyOwnUntil } = this.#ownWait(tenant);
-    const entry = this.#findIdle(tenant, ownUntil === 0);
+    const ownSince = this.#waitsForOwn(tenant) ? performance.now() : undefined;
+    const entry = this.#findIdle(tenant, ownSince === undefined);
     if (entry) {
       this.#lease(entry, tenant);
       this.#pump();
       return Promise.resolve(entry.sandbox);
     }
     const { promise, resolve, reject } = Promise.withResolvers<S>();
-    this.#waiters.push({ tenant, ownUntil, busyOwnUntil, resolve, reject });
+    this.#waiters.push({ tenant, ownSince, resolve, reject });
     this.#pump();
     return promise;
   }
@@ -219,21 +220,24 @@ export class SandboxPool<S extends Sandbox> {
   }
 
   /**
-   * When a run of `tenant` may take a sandbox other than the tenant's own (`ownUntil`, or
-   * `busyOwnUntil` while the machine is busy): now, unless the tenant holds its share of them
-   * (see {@link PoolOptions.tenantShare}), all busy. Its runs then queue behind its own runs a
-   * little: a run of short CPU-bound code (the usual kind) ends long before a boot would, and
-   * more processes for one tenant only share the same cores. Runs that wait on timers get
-   * their boot after the wait.
+   * Whether a run of `tenant` first waits for one of the tenant's own sandboxes: when the
+   * tenant holds its share of them (see {@link PoolOptions.tenantShare}), all busy. Its runs
+   * then queue behind its own runs a little: a run of short CPU-bound code (the usual kind)
+   * ends long before a boot would, and more processes for one tenant only share the same
+   * cores. Runs that wait on timers get their boot after the wait.
    */
-  #ownWait(tenant: string | undefined): { ownUntil: number; busyOwnUntil: number } {
-    const { tenantShare, ownWaitMs = 0 } = this.#options;
-    const busyOwnWaitMs = this.#options.busyOwnWaitMs ?? ownWaitMs;
-    if (tenant === undefined || tenantShare === undefined) return { ownUntil: 0, busyOwnUntil: 0 };
+  #waitsForOwn(tenant: string | undefined): boolean {
+    const { tenantShare } = this.#options;
+    if (tenant === undefined || tenantShare === undefined) return false;
     const share = Math.max(1, Math.ceil(tenantShare * this.#recentShare(tenant)));
-    if (this.heldBy(tenant) < share) return { ownUntil: 0, busyOwnUntil: 0 };
-    const now = performance.now();
-    return { ownUntil: now + ownWaitMs, busyOwnUntil: now + busyOwnWaitMs };
+    return this.heldBy(tenant) >= share;
+  }
+
+  /** When the own-sandbox wait of `waiter` ends (0: it has none). */
+  #ownWaitEnd(waiter: Waiter<S>, busy: boolean): number {
+    if (waiter.ownSince === undefined) return 0;
+    const { ownWaitMs = 0, busyOwnWaitMs = ownWaitMs } = this.#options;
+    return waiter.ownSince + (busy ? Math.max(ownWaitMs, busyOwnWaitMs) : ownWaitMs);
   }
 
   /** The share of the recent runs that were `tenant`'s. */
@@ -317,7 +321,7 @@ export class SandboxPool<S extends Sandbox> {
     const busy = this.#options.busy?.() === true;
     for (let i = 0; i < this.#waiters.length;) {
       const waiter = this.#waiters[i];
-      const until = busy ? Math.max(waiter.ownUntil, waiter.busyOwnUntil) : waiter.ownUntil;
+      const until = this.#ownWaitEnd(waiter, busy);
       const othersToo = until <= now;
       const entry = this.#findIdle(waiter.tenant, othersToo);
       if (!entry) {

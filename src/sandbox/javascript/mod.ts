@@ -251,7 +251,8 @@ class JavaScriptRuntime implements Runtime {
       await settleCache(`${workdir.files}/cache`);
     }
     const cores = navigator.hardwareConcurrency ?? 1;
-    const load = this.#load = new MachineLoad();
+    this.#load = new MachineLoad();
+    const busy = () => this.#machineBusy();
     const pool: SandboxPool<JsRunner> = new SandboxPool<JsRunner>({
       create: () => spawn(),
       size: settings.poolSize,
@@ -264,8 +265,8 @@ class JavaScriptRuntime implements Runtime {
       tenantShare: this.#options.tenantShare ?? 2 * cores,
       ownWaitMs: OWN_WAIT_MS,
       busyOwnWaitMs: BUSY_OWN_WAIT_MS,
-      idle: (): boolean => pool.active < cores && load.busyShare < IDLE_MACHINE_BUSY,
-      busy: (): boolean => load.busyShare >= IDLE_MACHINE_BUSY,
+      idle: (): boolean => pool.active < cores && !busy(),
+      busy,
       onBoot: (ms, ok, failure) => settings.onSandboxBoot?.("javascript", ms, ok, failure),
     });
     await Promise.all([pool.start(), syntaxStarted]);
@@ -314,7 +315,7 @@ class JavaScriptRuntime implements Runtime {
     // waits for the tenant's next run: a worker booted for a tenant that never comes back is
     // half a runner boot's CPU, taken from the runs under way.
     const bursting = job.tenant !== undefined && pool.heldBy(job.tenant) > 1;
-    const idle = pool.active === 0 && this.#load!.busyShare < IDLE_MACHINE_BUSY;
+    const idle = pool.active === 0 && !this.#machineBusy();
     if (result.reusable && runner.runs === 1 && (bursting || idle)) runner.prepare();
     if (!positions) return result.outcome;
     // Transformed TypeScript ran on other lines: stack frames point back at the user's.
@@ -353,6 +354,11 @@ class JavaScriptRuntime implements Runtime {
     await Promise.all([this.#pool?.shutdown(), this.#syntax?.shutdown()]);
     await this.#jail?.close();
     if (this.#workdir) await removeWorkdir(this.#workdir);
+  }
+
+  /** Whether the machine's CPUs are too busy for work that can wait (see IDLE_MACHINE_BUSY). */
+  #machineBusy(): boolean {
+    return (this.#load?.busyShare ?? 0) >= IDLE_MACHINE_BUSY;
   }
 
   #isolation(): Record<string, boolean> {

@@ -139,22 +139,23 @@ class Jailer:
             return
         ooms = self.jail.oom_kills(slot)
         parent = os.getpid()
+        trusted = request["op"] == "spawn" and request.get("trusted") is True
+        writable = [tuple(pair) for pair in request.get("writable", ())] if trusted else []
         try:
-            pid = layers.clone(self.jail.spawn_flags(request.get("writable", ())
-                                                     if request.get("trusted") is True else ()))
+            pid = layers.clone(self.jail.spawn_flags(writable))
         except OSError as error:
             self.jail.give_back(slot)
             send({"ev": "spawn_failed", "id": request_id, "error": str(error)})
             return
         if pid == 0:
-            self._child(request, slot, parent)  # never returns
+            self._child(request, slot, parent, writable)  # never returns
         sandbox = Sandbox(request_id, pid, slot, ooms)
         self.sandboxes[sandbox.pidfd] = sandbox
         self.by_id[request_id] = sandbox
         self.poll.register(sandbox.pidfd, select.POLLIN)
         send({"ev": "spawned", "id": request_id, "pid": pid, "slot": slot.number})
 
-    def _child(self, request, slot, parent):
+    def _child(self, request, slot, parent, writable):
         code = 70
         try:
             # A jailer killed now must not leave this child behind (see helper_child); once
@@ -165,13 +166,11 @@ class Jailer:
                 signal.signal(number, signal.SIG_DFL)
             if request["op"] == "spawn":
                 gc.disable()  # until its exec: a collection would touch (copy) the jailer's pages
-                trusted = request.get("trusted") is True
-                self.jail.enter(slot, [tuple(pair) for pair in request.get("writable", ())]
-                                if trusted else ())
+                self.jail.enter(slot, writable)
                 if request.get("own_dir") and self.jail.private_tmp():
                     source, target = request["own_dir"]
                     layers.own_dir(source, target, slot.uid)
-                self._exec(request, slot, trusted)
+                self._exec(request, slot, request.get("trusted") is True)
             else:
                 layers.quiet_stdio(keep_stderr=self.config.get("debug"))
                 sock = connect(self.config["socket"], request["token"])

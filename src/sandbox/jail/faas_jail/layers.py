@@ -16,6 +16,7 @@ import ctypes
 import os
 import signal
 import resource
+import shutil
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.syscall.restype = ctypes.c_long
@@ -218,10 +219,7 @@ def own_dir(source, target, uid):
         if entry.is_dir(follow_symlinks=False):
             os.symlink(entry.path, path)
         elif entry.is_file(follow_symlinks=False):
-            with open(entry.path, "rb") as original, \
-                    open(path, "xb", opener=lambda name, flags: os.open(name, flags, 0o600)) as copy:
-                while chunk := original.read(1 << 20):
-                    copy.write(chunk)
+            shutil.copyfile(entry.path, path)
             os.chown(path, uid, uid)
 
 
