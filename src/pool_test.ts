@@ -168,6 +168,23 @@ Deno.test("pool: a tenant's share is its share of the recent runs", async () => 
   await closeAll(h);
 });
 
+Deno.test("pool: one-off tenants filling the kept budget make no tenant under its share wait", async () => {
+  const h = harness({ tenantShare: 4, ownWaitMs: 60_000, maxIdleKept: 2, size: 3, max: 10 });
+  await h.pool.start();
+  await until(() => h.pool.stats().idleInstances === 3, "three warm sandboxes");
+  for (let i = 0; i < 10; i++) h.pool.release(await h.pool.acquire("a"), true);
+  const first = await h.pool.acquire("a");
+  // Two tenants of one run each fill the budget of kept sandboxes.
+  for (const tenant of ["x0", "x1"]) h.pool.release(await h.pool.acquire(tenant), true);
+  await until(() => h.pool.stats().idleInstances >= 3, "a spare besides the kept ones");
+  // Tenant a, far under its share, takes a spare at once: it does not wait for its own.
+  const second = h.pool.acquire("a");
+  h.pool.release(first, true);
+  nodeAssert.notEqual(await second, first);
+  h.pool.release(await second, true);
+  await closeAll(h);
+});
+
 Deno.test("pool: a tenant's own wait goes on while the service is busy", async () => {
   let busy = true;
   const h = harness({
