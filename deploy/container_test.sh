@@ -40,6 +40,10 @@ NAME_PREFIX="faas-container-test-$$"
 COLD=false
 [ "${1:-}" = "--cold" ] && COLD=true
 
+# podman's network helper (netavark) runs iptables from PATH: a caller's PATH without the sbin
+# dirs fails every container that starts, with "netavark: No such file or directory".
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 START=$(date +%s)
 WORK=$(mktemp -d /var/tmp/faas-container-test.XXXXXX)
 CONTAINERS=()
